@@ -5,7 +5,8 @@ reproduces the arithmetic of a diffusers scheduler (DDIM, Euler, Euler ancestral
 LCM) constructed with that class's defaults plus the keys of :class:`SchedulerConfig`, driven by the standard
 diffusers loop. Operations are kept in the same order and dtype as diffusers so results agree bit for bit on
 the same device; numpy's float64 ``linspace``/``arange``/``interp`` are re-expressed with Python floats and
-float64 tensors.
+float64 tensors. Schedule scalars stay on the CPU where diffusers keeps them there (UniPC's update runs on the
+latents' device, as in diffusers); the model receives ``t`` on the latents' device, as a pipeline passes it.
 
 Deliberate deviation: for "trailing" spacing diffusers builds timesteps with ``np.arange`` over a float step,
 which for some step counts (61, 103, 121, ... out of 1000) yields one extra timestep of -1. We always produce
@@ -225,7 +226,7 @@ def _setup(name: str, config, steps: int, noise_sampler=None, *, stochastic=Fals
 
 def _emit(callback: Optional[Callback], i: int, total: int, t, x, denoised) -> None:
     if callback is not None:
-        callback({"i": i, "total": total, "t": t, "x": x, "denoised": denoised})
+        callback({"i": i, "total": total, "t": t.to(x.device), "x": x, "denoised": denoised})
 
 
 def _x0_from_alpha_sigma(prediction: str, x, out, alpha, sigma):
@@ -264,7 +265,7 @@ def sample_ddim(model: Model, noise, config, steps, *, noise_sampler=None, callb
     ratio = cfg.num_train_timesteps // steps
     x = noise
     for i, t in enumerate(ts):
-        out = model(x, t)
+        out = model(x, t.to(x.device))
         a_t = ac[t]
         prev = t - ratio
         a_prev = ac[prev] if prev >= 0 else final
@@ -291,21 +292,23 @@ def sample_euler(model: Model, noise, config, steps, *, noise_sampler=None, call
     x = noise * _init_sigma(cfg, sigmas)
     for i, t in enumerate(ts):
         sigma = sigmas[i]
-        out = model(_scale_in(x, sigma), t)
+        out = model(_scale_in(x, sigma), t.to(x.device))
         x0 = _x0_from_sigma(cfg.prediction_type, x, out, sigma)
         x = x + (x - x0) / sigma * (sigmas[i + 1] - sigma)
         _emit(callback, i, steps, t, x, x0)
     return x
 
 
-def sample_euler_ancestral(model: Model, noise, config, steps, *, noise_sampler=None, callback=None):
+def sample_euler_ancestral(
+    model: Model, noise, config, steps, *, noise_sampler=None, callback=None
+) -> torch.Tensor:
     """EulerAncestralDiscreteScheduler; draws one noise tensor per step, the last included."""
     cfg, ts = _setup("euler_ancestral", config, steps, noise_sampler, stochastic=True)
     sigmas = _sigmas(cfg, ts)
     x = noise * _init_sigma(cfg, sigmas)
     for i, t in enumerate(ts):
         sigma, sigma_to = sigmas[i], sigmas[i + 1]
-        out = model(_scale_in(x, sigma), t)
+        out = model(_scale_in(x, sigma), t.to(x.device))
         x0 = _x0_from_sigma(cfg.prediction_type, x, out, sigma)
         sigma_up = (sigma_to**2 * (sigma**2 - sigma_to**2) / sigma**2) ** 0.5
         sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
@@ -322,7 +325,7 @@ def sample_dpmpp_2m(model: Model, noise, config, steps, *, noise_sampler=None, c
     x = noise
     prev_x0 = prev_lambda = None
     for i, t in enumerate(ts):
-        out = model(x, t)
+        out = model(x, t.to(x.device))
         alpha_s, sigma_s = _alpha_sigma(sigmas[i])
         alpha_t, sigma_t = _alpha_sigma(sigmas[i + 1])
         x0 = _x0_from_alpha_sigma(cfg.prediction_type, x, out, alpha_s, sigma_s)
@@ -353,9 +356,9 @@ def _unipc_coefficients(h: torch.Tensor):
     return h_phi_1, b_h, b
 
 
-def _unipc_update(x, m0, sigma_s0, sigma_t, h_phi_1, b_h, residual):
-    alpha_t, sigma_t = _alpha_sigma(sigma_t)
-    _, sigma_s0 = _alpha_sigma(sigma_s0)
+def _unipc_update(x, m0, sig_from, sig_to, h_phi_1, b_h, residual):
+    alpha_t, sigma_t = _alpha_sigma(sig_to)
+    _, sigma_s0 = _alpha_sigma(sig_from)
     return sigma_t / sigma_s0 * x - alpha_t * h_phi_1 * m0 - alpha_t * b_h * residual
 
 
@@ -367,27 +370,30 @@ def sample_unipc(model: Model, noise, config, steps, *, noise_sampler=None, call
     """UniPCMultistepScheduler: bh2, order 2, predict_x0, corrector on every step after the first."""
     cfg, ts = _setup("unipc", config, steps)
     sigmas = _sigmas(cfg, ts)
-    lambdas = [_lambda(*_alpha_sigma(s)) for s in sigmas]
+    device = noise.device
+    sig_dev = sigmas.to(device)
+    lambdas = [_lambda(*_alpha_sigma(s)) for s in sig_dev]
+    half = torch.ones(1, dtype=noise.dtype, device=device) * 0.5
     x = noise
     x0s: list[torch.Tensor] = []
     last_x = None
     order = 1
     for i, t in enumerate(ts):
-        out = model(x, t)
+        out = model(x, t.to(x.device))
         x0 = _x0_from_alpha_sigma(cfg.prediction_type, x, out, *_alpha_sigma(sigmas[i]))
         if last_x is not None:
             h = lambdas[i] - lambdas[i - 1]
             h_phi_1, b_h, b = _unipc_coefficients(h)
             if order == 1:
-                rho_c = torch.ones(1, dtype=x.dtype) * 0.5
+                rho_c = half
                 corr = 0
             else:
                 rk = (lambdas[i - 2] - lambdas[i - 1]) / h
-                rks = torch.stack([rk, torch.ones(())])
+                rks = torch.stack([rk, torch.ones((), device=device)])
                 rho_c = torch.linalg.solve(torch.stack([rks**0, rks**1]), torch.stack(b)).to(x.dtype)
                 corr = _one_term(rho_c[:-1], (x0s[-2] - x0s[-1]) / rk)
             residual = corr + rho_c[-1] * (x0 - x0s[-1])
-            x = _unipc_update(last_x, x0s[-1], sigmas[i - 1], sigmas[i], h_phi_1, b_h, residual)
+            x = _unipc_update(last_x, x0s[-1], sig_dev[i - 1], sig_dev[i], h_phi_1, b_h, residual)
         x0s = (x0s + [x0])[-2:]
         order = min(2, steps - i, i + 1)
         last_x = x
@@ -395,10 +401,10 @@ def sample_unipc(model: Model, noise, config, steps, *, noise_sampler=None, call
         h_phi_1, b_h, _ = _unipc_coefficients(h)
         if order == 2:
             rk = (lambdas[i - 1] - lambdas[i]) / h
-            residual = _one_term(torch.ones(1, dtype=x.dtype) * 0.5, (x0s[-2] - x0) / rk)
+            residual = _one_term(half, (x0s[-2] - x0) / rk)
         else:
             residual = 0
-        x = _unipc_update(x, x0, sigmas[i], sigmas[i + 1], h_phi_1, b_h, residual).to(last_x.dtype)
+        x = _unipc_update(x, x0, sig_dev[i], sig_dev[i + 1], h_phi_1, b_h, residual).to(last_x.dtype)
         _emit(callback, i, steps, t, x, x0)
     return x
 
@@ -409,11 +415,11 @@ def sample_lcm(model: Model, noise, config, steps, *, noise_sampler=None, callba
     ac = alphas_cumprod(cfg)
     x = noise
     for i, t in enumerate(ts):
-        out = model(x, t)
+        out = model(x, t.to(x.device))
         prev = ts[i + 1] if i + 1 < steps else t
         a_t, a_prev = ac[t], ac[prev]
         b_t, b_prev = 1 - a_t, 1 - a_prev
-        scaled = t * _LCM_TIMESTEP_SCALING
+        scaled = t.to(x.device) * _LCM_TIMESTEP_SCALING
         c_skip = _LCM_SIGMA_DATA**2 / (scaled**2 + _LCM_SIGMA_DATA**2)
         c_out = scaled / (scaled**2 + _LCM_SIGMA_DATA**2) ** 0.5
         if cfg.prediction_type == "epsilon":
