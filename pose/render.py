@@ -1,0 +1,284 @@
+"""Pose images in the style each PoseGuider was trained on.
+
+Both reference implementations draw the skeleton on a black canvas whose size follows the
+pose's own canvas, then resize the picture to the size the network runs at:
+
+* ``moore`` (Moore-AnimateAnyone, ``src/dwpose``): drawn at a short side of 512 with both
+  sides rounded to multiples of 64 (controlnet_aux's ``resize_image``); limbs are filled
+  ellipses of half-width 4 in the OpenPose colours, dimmed x0.6, joints radius 4; hands are
+  2 px lines in HSV colours with blue joints of radius 4; the face is 68 white dots of
+  radius 3; RGB order. The pipeline then resizes the pose image to the generation size
+  (diffusers' image processor, Lanczos).
+* ``musepose`` (MusePose, ``pose/script/util.py`` and ``draw_dwpose.py``): drawn at a short
+  side of 1024 (sides floored to even numbers), then area-resized; limb and finger widths
+  grow with their length (1 px under 5 px ... 8 px from 320 px); hand joints radius 3; no
+  face by default; drawn in BGR and saved as RGB, so red and blue are swapped relative to
+  ``moore``.
+
+Keypoints are placed through normalised coordinates (pixel / canvas size * drawing size),
+exactly as the references do, so a pose drawn at its own size lands on the same pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from .keypoints import PoseFrame, present_mask
+
+# OpenPose limbs as 0-based (parent, child) pairs in the references' order; both references
+# draw only the first 17 (the shoulder-ear pairs at the end are never drawn).
+LIMBS = (
+    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11),
+    (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17), (2, 16), (5, 17),
+)
+DRAWN_LIMBS = 17
+BODY_COLORS = (
+    (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0),
+    (0, 255, 0), (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255),
+    (0, 0, 255), (85, 0, 255), (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85),
+)
+HAND_EDGES = (
+    (0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10),
+    (10, 11), (11, 12), (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19),
+    (19, 20),
+)
+HAND_JOINT_COLOR = (0, 0, 255)
+FACE_COLOR = (255, 255, 255)
+LIMB_DIM = 0.6
+_EPS = 0.01
+
+
+def hsv_edge_color(index: int, count: int = len(HAND_EDGES)) -> tuple[float, float, float]:
+    """Fully saturated colour at hue index/count, x255, computed like matplotlib's hsv_to_rgb."""
+    h = index / float(count)
+    i = int(h * 6.0)
+    f = h * 6.0 - i
+    q = 1.0 - f
+    t = 1.0 - (1.0 - f)
+    rgb = [(1.0, t, 0.0), (q, 1.0, 0.0), (0.0, 1.0, t), (0.0, q, 1.0), (t, 0.0, 1.0), (1.0, 0.0, q)][i % 6]
+    return tuple(float(np.float64(c) * 255) for c in rgb)
+
+
+HAND_EDGE_COLORS = tuple(hsv_edge_color(i) for i in range(len(HAND_EDGES)))
+
+
+def musepose_width(length: float) -> int:
+    """MusePose's line width for a limb or finger segment of ``length`` pixels."""
+    for limit, width in ((5, 1), (10, 2), (20, 3), (40, 4), (80, 5), (160, 6), (320, 7)):
+        if length < limit:
+            return width
+    return 8
+
+
+def _fixed_width(width: int) -> Callable[[float], int]:
+    return lambda length: width
+
+
+@dataclass(frozen=True)
+class _Points:
+    """One part of one person on the drawing canvas: float pixels and a presence mask."""
+
+    xy: np.ndarray
+    present: np.ndarray
+
+
+def _to_canvas(points: np.ndarray, frame_size: tuple[int, int], draw_size: tuple[int, int]) -> _Points:
+    x = points[:, 0] / float(frame_size[0]) * float(draw_size[0])
+    y = points[:, 1] / float(frame_size[1]) * float(draw_size[1])
+    return _Points(np.stack([x, y], axis=1), present_mask(points))
+
+
+def draw_body(canvas: np.ndarray, bodies: Sequence[_Points], limb_width: Callable[[float], int],
+              joint_radius: int = 4) -> np.ndarray:
+    """OpenPose limbs as filled ellipses, dimmed, then joints as filled circles."""
+    for limb, color in zip(LIMBS[:DRAWN_LIMBS], BODY_COLORS):
+        for body in bodies:
+            if not body.present[list(limb)].all():
+                continue
+            xs = body.xy[list(limb), 0]
+            ys = body.xy[list(limb), 1]
+            mean_x, mean_y = np.mean(xs), np.mean(ys)
+            length = ((ys[0] - ys[1]) ** 2 + (xs[0] - xs[1]) ** 2) ** 0.5
+            angle = math.degrees(math.atan2(ys[0] - ys[1], xs[0] - xs[1]))
+            polygon = cv2.ellipse2Poly(
+                (int(mean_x), int(mean_y)), (int(length / 2), limb_width(length)), int(angle), 0, 360, 1
+            )
+            cv2.fillConvexPoly(canvas, polygon, color)
+    canvas = (canvas * LIMB_DIM).astype(np.uint8)
+    for joint, color in enumerate(BODY_COLORS):
+        for body in bodies:
+            if body.present[joint]:
+                x, y = body.xy[joint]
+                cv2.circle(canvas, (int(x), int(y)), joint_radius, color, thickness=-1)
+    return canvas
+
+
+def _pixel(xy: np.ndarray) -> tuple[int, int]:
+    return int(xy[0]), int(xy[1])
+
+
+def _drawable(pixel: tuple[int, int], present: bool) -> bool:
+    return present and pixel[0] > _EPS and pixel[1] > _EPS
+
+
+def draw_hands(canvas: np.ndarray, hands: Sequence[_Points], line_width: Callable[[float], int],
+               joint_radius: int) -> np.ndarray:
+    """Finger segments in HSV colours, then blue joints; points at pixel 0 are skipped as in the references."""
+    for hand in hands:
+        pixels = [_pixel(p) for p in hand.xy]
+        for (a, b), color in zip(HAND_EDGES, HAND_EDGE_COLORS):
+            if _drawable(pixels[a], hand.present[a]) and _drawable(pixels[b], hand.present[b]):
+                (x1, y1), (x2, y2) = pixels[a], pixels[b]
+                length = ((x1 - x2) ** 2 + (y1 - y2) ** 2) ** 0.5
+                cv2.line(canvas, pixels[a], pixels[b], color, thickness=line_width(length))
+        for pixel, present in zip(pixels, hand.present):
+            if _drawable(pixel, present):
+                cv2.circle(canvas, pixel, joint_radius, HAND_JOINT_COLOR, thickness=-1)
+    return canvas
+
+
+def draw_face(canvas: np.ndarray, faces: Sequence[_Points], radius: int = 3) -> np.ndarray:
+    for face in faces:
+        for xy, present in zip(face.xy, face.present):
+            pixel = _pixel(xy)
+            if _drawable(pixel, present):
+                cv2.circle(canvas, pixel, radius, FACE_COLOR, thickness=-1)
+    return canvas
+
+
+# ---------------------------------------------------------------------------------------
+# styles
+
+
+def moore_draw_size(width: int, height: int, short_side: int = 512) -> tuple[int, int]:
+    """controlnet_aux ``resize_image``: short side to 512, both sides rounded to multiples of 64."""
+    k = float(short_side) / min(float(width), float(height))
+    return int(np.round(width * k / 64.0)) * 64, int(np.round(height * k / 64.0)) * 64
+
+
+def musepose_draw_size(width: int, height: int, short_side: int = 1024) -> tuple[int, int]:
+    """MusePose ``draw_dwpose``: short side to 1024, both sides floored to even numbers."""
+    k = float(short_side) / min(width, height)
+    return int(k * width // 2 * 2), int(k * height // 2 * 2)
+
+
+def _draw_moore(canvas: np.ndarray, people: list[dict[str, _Points]], body: bool, hands: bool,
+                face: bool) -> np.ndarray:
+    if body:
+        canvas = draw_body(canvas, [p["body"] for p in people], _fixed_width(4), joint_radius=4)
+    if hands:
+        canvas = draw_hands(canvas, [p[h] for p in people for h in ("left_hand", "right_hand")],
+                            _fixed_width(2), joint_radius=4)
+    if face:
+        canvas = draw_face(canvas, [p["face"] for p in people], radius=3)
+    return canvas
+
+
+def _draw_musepose(canvas: np.ndarray, people: list[dict[str, _Points]], body: bool, hands: bool,
+                   face: bool) -> np.ndarray:
+    if body:
+        canvas = draw_body(canvas, [p["body"] for p in people], musepose_width, joint_radius=4)
+    if hands:
+        canvas = draw_hands(canvas, [p[h] for p in people for h in ("left_hand", "right_hand")],
+                            musepose_width, joint_radius=3)
+    if face:
+        canvas = draw_face(canvas, [p["face"] for p in people], radius=3)
+    return np.ascontiguousarray(canvas[..., ::-1])
+
+
+def _resize_lanczos(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    shrink = width * height < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4)
+
+
+def _resize_area(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    shrink = width * height < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+@dataclass(frozen=True)
+class RenderStyle:
+    """How one reference draws poses: drawing size, drawing function, final resize."""
+
+    name: str
+    description: str
+    draw_size: Callable[[int, int], tuple[int, int]]
+    draw: Callable[[np.ndarray, list[dict[str, _Points]], bool, bool, bool], np.ndarray]
+    resize: Callable[[np.ndarray, int, int], np.ndarray]
+    face_default: bool
+
+
+STYLES: dict[str, RenderStyle] = {
+    "moore": RenderStyle(
+        name="moore",
+        description="Moore-AnimateAnyone: body, hands and face, RGB, drawn at short side 512",
+        draw_size=moore_draw_size,
+        draw=_draw_moore,
+        resize=_resize_lanczos,
+        face_default=True,
+    ),
+    "musepose": RenderStyle(
+        name="musepose",
+        description="MusePose: no face, length-dependent widths, red/blue swapped, drawn at short side 1024",
+        draw_size=musepose_draw_size,
+        draw=_draw_musepose,
+        resize=_resize_area,
+        face_default=False,
+    ),
+}
+
+
+def style_names() -> list[str]:
+    return list(STYLES)
+
+
+def get_style(name: str) -> RenderStyle:
+    try:
+        return STYLES[name]
+    except KeyError:
+        raise ValueError(f"unknown pose style {name!r}; valid choices: {', '.join(STYLES)}") from None
+
+
+def _check_size(width: int, height: int) -> tuple[int, int]:
+    if int(width) != width or int(height) != height or width <= 0 or height <= 0:
+        raise ValueError(f"output size must be positive integers, got width={width!r}, height={height!r}")
+    return int(width), int(height)
+
+
+def render_frame(frame: PoseFrame, width: int | None = None, height: int | None = None,
+                 style: str = "moore", body: bool = True, hands: bool = True,
+                 face: bool | None = None) -> np.ndarray:
+    """Draw one frame's people; returns uint8 RGB [height, width, 3] (default: the frame's canvas size).
+
+    ``face=None`` uses the style's default (on for ``moore``, off for ``musepose``). The pose is
+    stretched to the output size as the references do; retarget it first to keep proportions.
+    """
+    spec = get_style(style)
+    width, height = _check_size(width or frame.width, height or frame.height)
+    draw_w, draw_h = spec.draw_size(frame.width, frame.height)
+    people = [
+        {part: _to_canvas(p.part(part), (frame.width, frame.height), (draw_w, draw_h))
+         for part in ("body", "face", "left_hand", "right_hand")}
+        for p in frame.people
+    ]
+    canvas = np.zeros((draw_h, draw_w, 3), dtype=np.uint8)
+    canvas = spec.draw(canvas, people, body, hands, spec.face_default if face is None else face)
+    if (draw_w, draw_h) != (width, height):
+        canvas = spec.resize(canvas, width, height)
+    return canvas
+
+
+def render_frames(frames: Iterable[PoseFrame], width: int, height: int, style: str = "moore",
+                  body: bool = True, hands: bool = True, face: bool | None = None) -> np.ndarray:
+    """Draw a sequence; returns uint8 RGB [F, height, width, 3]."""
+    get_style(style)
+    width, height = _check_size(width, height)
+    images = [render_frame(f, width, height, style, body, hands, face) for f in frames]
+    if not images:
+        return np.zeros((0, height, width, 3), dtype=np.uint8)
+    return np.stack(images)
