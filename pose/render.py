@@ -118,26 +118,27 @@ def draw_body(canvas: np.ndarray, bodies: Sequence[_Points], limb_width: Callabl
     return canvas
 
 
-def _pixel(xy: np.ndarray) -> tuple[int, int]:
-    return int(xy[0]), int(xy[1])
-
-
-def _drawable(pixel: tuple[int, int], present: bool) -> bool:
-    return present and pixel[0] > _EPS and pixel[1] > _EPS
+def _pixel(xy: np.ndarray, present: bool) -> tuple[int, int] | None:
+    """Integer pixel of a present point, None for a missing one or (as in the references) one
+    whose truncated coordinates are not positive."""
+    if not present:
+        return None
+    x, y = int(xy[0]), int(xy[1])
+    return (x, y) if x > _EPS and y > _EPS else None
 
 
 def draw_hands(canvas: np.ndarray, hands: Sequence[_Points], line_width: Callable[[float], int],
                joint_radius: int) -> np.ndarray:
     """Finger segments in HSV colours, then blue joints; points at pixel 0 are skipped as in the references."""
     for hand in hands:
-        pixels = [_pixel(p) for p in hand.xy]
+        pixels = [_pixel(xy, present) for xy, present in zip(hand.xy, hand.present)]
         for (a, b), color in zip(HAND_EDGES, HAND_EDGE_COLORS):
-            if _drawable(pixels[a], hand.present[a]) and _drawable(pixels[b], hand.present[b]):
+            if pixels[a] is not None and pixels[b] is not None:
                 (x1, y1), (x2, y2) = pixels[a], pixels[b]
                 length = ((x1 - x2) ** 2 + (y1 - y2) ** 2) ** 0.5
                 cv2.line(canvas, pixels[a], pixels[b], color, thickness=line_width(length))
-        for pixel, present in zip(pixels, hand.present):
-            if _drawable(pixel, present):
+        for pixel in pixels:
+            if pixel is not None:
                 cv2.circle(canvas, pixel, joint_radius, HAND_JOINT_COLOR, thickness=-1)
     return canvas
 
@@ -145,8 +146,8 @@ def draw_hands(canvas: np.ndarray, hands: Sequence[_Points], line_width: Callabl
 def draw_face(canvas: np.ndarray, faces: Sequence[_Points], radius: int = 3) -> np.ndarray:
     for face in faces:
         for xy, present in zip(face.xy, face.present):
-            pixel = _pixel(xy)
-            if _drawable(pixel, present):
+            pixel = _pixel(xy, present)
+            if pixel is not None:
                 cv2.circle(canvas, pixel, radius, FACE_COLOR, thickness=-1)
     return canvas
 
@@ -259,7 +260,8 @@ def render_frame(frame: PoseFrame, width: int | None = None, height: int | None 
     stretched to the output size as the references do; retarget it first to keep proportions.
     """
     spec = get_style(style)
-    width, height = _check_size(width or frame.width, height or frame.height)
+    width, height = _check_size(frame.width if width is None else width,
+                                frame.height if height is None else height)
     draw_w, draw_h = spec.draw_size(frame.width, frame.height)
     people = [
         {part: _to_canvas(p.part(part), (frame.width, frame.height), (draw_w, draw_h))
