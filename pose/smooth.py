@@ -29,8 +29,8 @@ def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray:
     return 1.0 / (1.0 + tau / dt)
 
 
-def one_euro(track: np.ndarray, present: np.ndarray, fps: float = 24.0, min_cutoff: float = 1.0,
-             beta: float = 5.0, d_cutoff: float = 1.0) -> np.ndarray:
+def one_euro(track: np.ndarray, present: np.ndarray, fps: float = 24.0, min_cutoff: float = 0.5,
+             beta: float = 12.0, d_cutoff: float = 1.0) -> np.ndarray:
     """1-euro filter over [F, P, D] positions with presence [F, P]; restarts after every gap."""
     if fps <= 0 or min_cutoff <= 0 or d_cutoff <= 0 or beta < 0:
         raise ValueError(
