@@ -1,7 +1,9 @@
 """DWPose on onnxruntime: YOLOX person detector + RTMPose-style whole-body model.
 
 Pre- and post-processing follow the DWPose reference (as vendored by Moore-AnimateAnyone and
-comfyui_controlnet_aux): both networks see the frame in BGR order; the detector gets it
+comfyui_controlnet_aux): both networks see the frame in BGR order (images come in as RGB;
+resizing and warping act per channel, so the channels are swapped on the small network
+inputs rather than on the frame); the detector gets it
 letterboxed into the top-left of a 640x640 canvas filled with 114, raw 0-255 values; each
 person box is grown x1.25 about its centre, padded to the pose model's 3:4 aspect and warped
 to 288x384, normalised with the ImageNet mean/std; SimCC peaks (argmax, score = lower of the
@@ -137,14 +139,20 @@ def _static_dim(dim) -> int | None:
 # detector
 
 
-def letterbox(image_bgr: np.ndarray, size_hw: tuple[int, int]) -> tuple[np.ndarray, float]:
-    """Resize into the top-left of a ``size_hw`` canvas filled with 114; returns CHW float32 and the ratio."""
-    height, width = image_bgr.shape[:2]
+def bgr_planes(image_rgb: np.ndarray) -> np.ndarray:
+    """RGB uint8 [h, w, 3] -> BGR float32 [3, h, w]."""
+    return np.stack(cv2.split(image_rgb)[::-1]).astype(np.float32)
+
+
+def letterbox(image_rgb: np.ndarray, size_hw: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """Resize into the top-left of a ``size_hw`` canvas filled with 114; returns BGR CHW float32
+    (raw 0-255) and the ratio."""
+    height, width = image_rgb.shape[:2]
     ratio = min(size_hw[0] / height, size_hw[1] / width)
     new_w, new_h = int(width * ratio), int(height * ratio)
     padded = np.full((size_hw[0], size_hw[1], 3), LETTERBOX_FILL, dtype=np.uint8)
-    padded[:new_h, :new_w] = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32), ratio
+    padded[:new_h, :new_w] = cv2.resize(image_rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    return bgr_planes(padded), ratio
 
 
 def yolox_grid(size_hw: tuple[int, int], strides: Sequence[int] = DETECTOR_STRIDES) -> tuple[np.ndarray, np.ndarray]:
@@ -214,9 +222,9 @@ class PersonDetector:
         self.output_name = outputs[0].name
         self.size_hw = (_static_dim(shape[2]) or 640, _static_dim(shape[3]) or 640)
 
-    def __call__(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Person boxes [N, 4] (x1, y1, x2, y2, frame pixels) and scores [N], best first."""
-        tensor, ratio = letterbox(image_bgr, self.size_hw)
+    def __call__(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Person boxes [N, 4] (x1, y1, x2, y2, frame pixels) and scores [N], best first, in an RGB uint8 image."""
+        tensor, ratio = letterbox(image_rgb, self.size_hw)
         (output,) = self.session.run([self.output_name], {self.input_name: tensor[None]})
         return decode_yolox(np.asarray(output)[0], self.size_hw, ratio)
 
@@ -257,10 +265,14 @@ def crop_matrix(crop: Crop, input_wh: tuple[int, int]) -> np.ndarray:
     return cv2.getAffineTransform(src, dst)
 
 
-def crop_person(image_bgr: np.ndarray, crop: Crop, input_wh: tuple[int, int]) -> np.ndarray:
-    """Warped, normalised model input [3, h, w] float32."""
-    patch = cv2.warpAffine(image_bgr, crop_matrix(crop, input_wh), input_wh, flags=cv2.INTER_LINEAR)
-    return ((patch - POSE_MEAN) / POSE_STD).transpose(2, 0, 1).astype(np.float32)
+_MEAN32 = POSE_MEAN.astype(np.float32)[:, None, None]
+_STD32 = POSE_STD.astype(np.float32)[:, None, None]
+
+
+def crop_person(image_rgb: np.ndarray, crop: Crop, input_wh: tuple[int, int]) -> np.ndarray:
+    """Warped, normalised model input [3, h, w] float32, BGR channel order."""
+    patch = cv2.warpAffine(image_rgb, crop_matrix(crop, input_wh), input_wh, flags=cv2.INTER_LINEAR)
+    return (bgr_planes(patch) - _MEAN32) / _STD32
 
 
 def decode_simcc(simcc_x: np.ndarray, simcc_y: np.ndarray, split_ratio: float) -> tuple[np.ndarray, np.ndarray]:
@@ -322,12 +334,12 @@ class WholeBodyEstimator:
             ys.append(np.asarray(simcc_y)[:count])
         return np.concatenate(xs), np.concatenate(ys)
 
-    def __call__(self, image_bgr: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Keypoints [N, 133, 2] in frame pixels and scores [N, 133] for each box [N, 4]."""
+    def __call__(self, image_rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints [N, 133, 2] in frame pixels and scores [N, 133] for each box [N, 4] of an RGB uint8 image."""
         if len(boxes) == 0:
             return np.zeros((0, 133, 2)), np.zeros((0, 133))
         crops = [box_to_crop(b, self.input_wh) for b in boxes]
-        batch = np.stack([crop_person(image_bgr, c, self.input_wh) for c in crops])
+        batch = np.stack([crop_person(image_rgb, c, self.input_wh) for c in crops])
         simcc_x, simcc_y = self._run(batch)
         split_ratio = simcc_x.shape[-1] / self.input_wh[0]
         locs, scores = decode_simcc(simcc_x, simcc_y, split_ratio)
@@ -379,9 +391,8 @@ class DWPose:
         check_people_mode(people)
         image = _check_image(image)
         height, width = image.shape[:2]
-        image_bgr = np.ascontiguousarray(image[..., ::-1])
-        boxes, _ = self.detector(image_bgr)
-        keypoints, scores = self.pose_model(image_bgr, boxes)
+        boxes, _ = self.detector(image)
+        keypoints, scores = self.pose_model(image, boxes)
         if people == "best" and len(boxes) > 1:
             best = int(scores[:, :17].mean(axis=1).argmax())
             keypoints, scores = keypoints[best:best + 1], scores[best:best + 1]

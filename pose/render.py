@@ -50,6 +50,7 @@ HAND_EDGES = (
 HAND_JOINT_COLOR = (0, 0, 255)
 FACE_COLOR = (255, 255, 255)
 LIMB_DIM = 0.6
+_DIM_TABLE = (np.arange(256) * LIMB_DIM).astype(np.uint8)  # same truncation as (canvas * 0.6).astype(uint8)
 _EPS = 0.01
 
 
@@ -93,9 +94,11 @@ def _to_canvas(points: np.ndarray, frame_size: tuple[int, int], draw_size: tuple
     return _Points(np.stack([x, y], axis=1), present_mask(points))
 
 
-def draw_body(canvas: np.ndarray, bodies: Sequence[_Points], limb_width: Callable[[float], int],
-              joint_radius: int = 4) -> np.ndarray:
-    """OpenPose limbs as filled ellipses, dimmed, then joints as filled circles."""
+def _draw_body(canvas: np.ndarray, bodies: Sequence[_Points], limb_width: Callable[[float], int],
+               joint_radius: int = 4) -> np.ndarray:
+    """OpenPose limbs as filled ellipses, dimmed, then joints as filled circles, on a black
+    canvas (the body is drawn first in both references, so only the limbs get dimmed)."""
+    drawn = []
     for limb, color in zip(LIMBS[:DRAWN_LIMBS], BODY_COLORS):
         for body in bodies:
             if not body.present[list(limb)].all():
@@ -109,7 +112,11 @@ def draw_body(canvas: np.ndarray, bodies: Sequence[_Points], limb_width: Callabl
                 (int(mean_x), int(mean_y)), (int(length / 2), limb_width(length)), int(angle), 0, 360, 1
             )
             cv2.fillConvexPoly(canvas, polygon, color)
-    canvas = (canvas * LIMB_DIM).astype(np.uint8)
+            drawn.append(polygon)
+    if drawn:
+        x, y, w, h = cv2.boundingRect(np.concatenate(drawn))
+        region = canvas[max(y, 0):y + h, max(x, 0):x + w]
+        region[:] = cv2.LUT(region, _DIM_TABLE)
     for joint, color in enumerate(BODY_COLORS):
         for body in bodies:
             if body.present[joint]:
@@ -127,7 +134,7 @@ def _pixel(xy: np.ndarray, present: bool) -> tuple[int, int] | None:
     return (x, y) if x > _EPS and y > _EPS else None
 
 
-def draw_hands(canvas: np.ndarray, hands: Sequence[_Points], line_width: Callable[[float], int],
+def _draw_hands(canvas: np.ndarray, hands: Sequence[_Points], line_width: Callable[[float], int],
                joint_radius: int) -> np.ndarray:
     """Finger segments in HSV colours, then blue joints; points at pixel 0 are skipped as in the references."""
     for hand in hands:
@@ -143,7 +150,7 @@ def draw_hands(canvas: np.ndarray, hands: Sequence[_Points], line_width: Callabl
     return canvas
 
 
-def draw_face(canvas: np.ndarray, faces: Sequence[_Points], radius: int = 3) -> np.ndarray:
+def _draw_face(canvas: np.ndarray, faces: Sequence[_Points], radius: int = 3) -> np.ndarray:
     for face in faces:
         for xy, present in zip(face.xy, face.present):
             pixel = _pixel(xy, present)
@@ -171,30 +178,32 @@ def musepose_draw_size(width: int, height: int, short_side: int = 1024) -> tuple
 def _draw_moore(canvas: np.ndarray, people: list[dict[str, _Points]], body: bool, hands: bool,
                 face: bool) -> np.ndarray:
     if body:
-        canvas = draw_body(canvas, [p["body"] for p in people], _fixed_width(4), joint_radius=4)
+        canvas = _draw_body(canvas, [p["body"] for p in people], _fixed_width(4), joint_radius=4)
     if hands:
-        canvas = draw_hands(canvas, [p[h] for p in people for h in ("left_hand", "right_hand")],
+        canvas = _draw_hands(canvas, [p[h] for p in people for h in ("left_hand", "right_hand")],
                             _fixed_width(2), joint_radius=4)
     if face:
-        canvas = draw_face(canvas, [p["face"] for p in people], radius=3)
+        canvas = _draw_face(canvas, [p["face"] for p in people], radius=3)
     return canvas
 
 
 def _draw_musepose(canvas: np.ndarray, people: list[dict[str, _Points]], body: bool, hands: bool,
                    face: bool) -> np.ndarray:
     if body:
-        canvas = draw_body(canvas, [p["body"] for p in people], musepose_width, joint_radius=4)
+        canvas = _draw_body(canvas, [p["body"] for p in people], musepose_width, joint_radius=4)
     if hands:
-        canvas = draw_hands(canvas, [p[h] for p in people for h in ("left_hand", "right_hand")],
+        canvas = _draw_hands(canvas, [p[h] for p in people for h in ("left_hand", "right_hand")],
                             musepose_width, joint_radius=3)
     if face:
-        canvas = draw_face(canvas, [p["face"] for p in people], radius=3)
-    return np.ascontiguousarray(canvas[..., ::-1])
+        canvas = _draw_face(canvas, [p["face"] for p in people], radius=3)
+    return canvas
 
 
-def _resize_lanczos(image: np.ndarray, width: int, height: int) -> np.ndarray:
+def _resize_smooth(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Stand-in for PIL's Lanczos (what Moore's pipeline uses): area averaging when shrinking,
+    bicubic when enlarging; both stay within about 0.2 grey levels (mean) of PIL on pose images."""
     shrink = width * height < image.shape[0] * image.shape[1]
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
 
 
 def _resize_area(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -212,6 +221,7 @@ class RenderStyle:
     draw: Callable[[np.ndarray, list[dict[str, _Points]], bool, bool, bool], np.ndarray]
     resize: Callable[[np.ndarray, int, int], np.ndarray]
     face_default: bool
+    swap_red_blue: bool = False
 
 
 STYLES: dict[str, RenderStyle] = {
@@ -220,7 +230,7 @@ STYLES: dict[str, RenderStyle] = {
         description="Moore-AnimateAnyone: body, hands and face, RGB, drawn at short side 512",
         draw_size=moore_draw_size,
         draw=_draw_moore,
-        resize=_resize_lanczos,
+        resize=_resize_smooth,
         face_default=True,
     ),
     "musepose": RenderStyle(
@@ -230,6 +240,7 @@ STYLES: dict[str, RenderStyle] = {
         draw=_draw_musepose,
         resize=_resize_area,
         face_default=False,
+        swap_red_blue=True,
     ),
 }
 
@@ -272,6 +283,8 @@ def render_frame(frame: PoseFrame, width: int | None = None, height: int | None 
     canvas = spec.draw(canvas, people, body, hands, spec.face_default if face is None else face)
     if (draw_w, draw_h) != (width, height):
         canvas = spec.resize(canvas, width, height)
+    if spec.swap_red_blue:
+        canvas = cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)
     return canvas
 
 
