@@ -7,8 +7,9 @@ pose's own canvas, then resize the picture to the size the network runs at:
   sides rounded to multiples of 64 (controlnet_aux's ``resize_image``); limbs are filled
   ellipses of half-width 4 in the OpenPose colours, dimmed x0.6, joints radius 4; hands are
   2 px lines in HSV colours with blue joints of radius 4; the face is 68 white dots of
-  radius 3; RGB order. The pipeline then resizes the pose image to the generation size
-  (diffusers' image processor, Lanczos).
+  radius 3; RGB order. The pipeline then resizes the pose image to the generation size with
+  PIL's Lanczos (diffusers' image processor); here OpenCV's area filter when shrinking and
+  bicubic when enlarging stand in for it.
 * ``musepose`` (MusePose, ``pose/script/util.py`` and ``draw_dwpose.py``): drawn at a short
   side of 1024 (sides floored to even numbers), then area-resized; limb and finger widths
   grow with their length (1 px under 5 px ... 8 px from 320 px); hand joints radius 3; no
