@@ -96,38 +96,58 @@ def _session_options(severity: int):
     return options
 
 
+def _new_session(path: Path, providers: Sequence[str], severity: int = 3):
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    try:
+        return ort.InferenceSession(str(path), sess_options=_session_options(severity), providers=list(providers))
+    except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail) as error:
+        url = DOWNLOAD_URLS.get(path.name, "https://huggingface.co/yzd-v/DWPose")
+        raise ValueError(
+            f"onnxruntime cannot load {path.name!r} from {path.parent}: it is truncated or not an "
+            f"ONNX model ({error}). Download it again from {url}."
+        ) from error
+
+
 def create_session(path: str | os.PathLike, providers: Sequence[str] | None = None):
     """An onnxruntime session for ``path``.
 
     Without ``providers``, the first call decides for the whole process: CUDA when
-    onnxruntime lists it and a session created with it keeps it, otherwise CPU; a CUDA
-    provider that fails to load is tried with onnxruntime's logging silenced, and the choice
-    is logged once at info level.
+    onnxruntime lists it and a session created with it keeps it, otherwise CPU. The CUDA
+    attempt runs with onnxruntime's logging silenced, so a CUDA provider that cannot load
+    (missing CUDA/cuDNN libraries) costs one info line instead of a wall of errors.
     """
     import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
     global _chosen_providers
     path = _check_file(path)
     if providers is not None:
-        return ort.InferenceSession(str(path), sess_options=_session_options(3), providers=list(providers))
+        return _new_session(path, providers)
     with _provider_lock:
         if _chosen_providers is not None:
-            return ort.InferenceSession(str(path), sess_options=_session_options(3), providers=_chosen_providers)
+            return _new_session(path, _chosen_providers)
         if CUDA not in ort.get_available_providers():
             _chosen_providers = [CPU]
             log.info("DWPose: onnxruntime has no CUDA provider; running on CPU")
-            return ort.InferenceSession(str(path), sess_options=_session_options(3), providers=[CPU])
+            return _new_session(path, _chosen_providers)
         ort.set_default_logger_severity(4)
         try:
             session = ort.InferenceSession(str(path), sess_options=_session_options(4), providers=[CUDA, CPU])
+        except (ort_errors.Fail, ort_errors.RuntimeException, ort_errors.EPFail,
+                ort_errors.InvalidProtobuf, ort_errors.InvalidGraph):
+            session = None
         finally:
             ort.set_default_logger_severity(2)
-        if CUDA in session.get_providers():
+        if session is not None and CUDA in session.get_providers():
             _chosen_providers = [CUDA, CPU]
             log.info("DWPose: onnxruntime runs on CUDA")
-        else:
-            _chosen_providers = [CPU]
-            log.info("DWPose: onnxruntime's CUDA provider did not load (CUDA/cuDNN libraries); running on CPU")
+            return session
+        if session is None:
+            session = _new_session(path, [CPU])  # a broken file raises here, before anything is decided
+        _chosen_providers = [CPU]
+        log.info("DWPose: onnxruntime's CUDA provider did not load (CUDA/cuDNN libraries); running on CPU")
         return session
 
 

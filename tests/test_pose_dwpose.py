@@ -196,6 +196,16 @@ def test_missing_model_file_names_file_folder_and_url(tmp_path):
         DWPose(standin.build_detector(tmp_path / "d.onnx"), tmp_path / "dw-ll_ucoco_384.onnx")
 
 
+@pytest.mark.parametrize("providers", [CPU, None])
+def test_broken_model_file_is_named(tmp_path, monkeypatch, providers):
+    monkeypatch.setattr(dwpose, "_chosen_providers", None)
+    broken = tmp_path / "dw-ll_ucoco_384.onnx"
+    broken.write_bytes(b"<html>rate limited</html>")
+    with pytest.raises(ValueError, match="dw-ll_ucoco_384.onnx.*Download it again from https://huggingface.co"):
+        WholeBodyEstimator(broken, providers=providers)
+    assert dwpose.chosen_providers() is None
+
+
 def test_locate_model_finds_controlnet_aux_layout(tmp_path):
     target = tmp_path / "yzd-v" / "DWPose"
     target.mkdir(parents=True)
