@@ -426,7 +426,8 @@ class DWPose:
         """One :class:`PoseFrame` per image; frames with nobody are empty and counted in one warning.
 
         ``images`` may be a [F, H, W, 3] uint8 array or any sequence of RGB uint8 images;
-        ``progress(done, total)`` is called after each frame.
+        ``progress(done, total)`` is called after each frame (an exception raised there, such as
+        an interrupt, stops the extraction).
         """
         check_people_mode(people)
         images = list(images) if not isinstance(images, np.ndarray) else images
@@ -445,3 +446,27 @@ class DWPose:
                         len(empty), total, shown)
         return frames
 
+
+_cache_lock = threading.Lock()
+_cached: tuple[tuple, DWPose] | None = None
+
+
+def get_dwpose(detector: str | os.PathLike, pose_model: str | os.PathLike,
+               providers: Sequence[str] | None = None) -> DWPose:
+    """A DWPose for these files, reused while the same files (same paths and modification
+    times) and providers are asked for; one pair of sessions is kept at a time."""
+    global _cached
+    paths = [_check_file(detector).resolve(), _check_file(pose_model).resolve()]
+    key = (*((str(p), p.stat().st_mtime_ns) for p in paths), None if providers is None else tuple(providers))
+    with _cache_lock:
+        if _cached is None or _cached[0] != key:
+            _cached = None
+            _cached = (key, DWPose(paths[0], paths[1], providers))
+        return _cached[1]
+
+
+def release_dwpose() -> None:
+    """Drop the cached sessions (and the memory they hold)."""
+    global _cached
+    with _cache_lock:
+        _cached = None

@@ -206,6 +206,16 @@ def test_broken_model_file_is_named(tmp_path, monkeypatch, providers):
     assert dwpose.chosen_providers() is None
 
 
+def test_sessions_are_reused_for_the_same_files(models):
+    first = dwpose.get_dwpose(models["detector"], models["blob"], providers=CPU)
+    assert dwpose.get_dwpose(models["detector"], models["blob"], providers=CPU) is first
+    other = dwpose.get_dwpose(models["detector"], models["blob_b1"], providers=CPU)
+    assert other is not first and not other.pose_model.dynamic_batch
+    dwpose.release_dwpose()
+    assert dwpose.get_dwpose(models["detector"], models["blob_b1"], providers=CPU) is not other
+    dwpose.release_dwpose()
+
+
 def test_locate_model_finds_controlnet_aux_layout(tmp_path):
     target = tmp_path / "yzd-v" / "DWPose"
     target.mkdir(parents=True)
