@@ -15,6 +15,7 @@ this module returns an empty frame instead and counts such frames in one warning
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -175,7 +176,8 @@ def letterbox(image_rgb: np.ndarray, size_hw: tuple[int, int]) -> tuple[np.ndarr
     return bgr_planes(padded), ratio
 
 
-def yolox_grid(size_hw: tuple[int, int], strides: Sequence[int] = DETECTOR_STRIDES) -> tuple[np.ndarray, np.ndarray]:
+@functools.lru_cache(maxsize=4)
+def yolox_grid(size_hw: tuple[int, int], strides: tuple[int, ...] = DETECTOR_STRIDES) -> tuple[np.ndarray, np.ndarray]:
     """Anchor grid cells [A, 2] (x, y) and their strides [A, 1], in YOLOX's output order."""
     grids, expanded = [], []
     for stride in strides:
@@ -183,7 +185,9 @@ def yolox_grid(size_hw: tuple[int, int], strides: Sequence[int] = DETECTOR_STRID
         grid = np.stack((xv, yv), 2).reshape(-1, 2)
         grids.append(grid)
         expanded.append(np.full((len(grid), 1), stride))
-    return np.concatenate(grids), np.concatenate(expanded)
+    grid, stride_column = np.concatenate(grids), np.concatenate(expanded)
+    grid.flags.writeable = stride_column.flags.writeable = False  # shared by the cache
+    return grid, stride_column
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
@@ -214,13 +218,14 @@ def decode_yolox(predictions: np.ndarray, size_hw: tuple[int, int], ratio: float
             f"detector output has shape {predictions.shape}; a YOLOX detector for a "
             f"{size_hw[1]}x{size_hw[0]} input gives [{len(grid)}, 85]"
         )
-    centers = (predictions[:, :2] + grid) * strides
-    sizes = np.exp(predictions[:, 2:4]) * strides
-    boxes = np.concatenate([centers - sizes / 2.0, centers + sizes / 2.0], axis=1) / ratio
     scores = predictions[:, 4] * predictions[:, 5]
     candidates = np.where(scores > score_threshold)[0]
-    keep = candidates[nms(boxes[candidates], scores[candidates], nms_threshold)]
-    return boxes[keep], scores[keep]
+    chosen = predictions[candidates]
+    centers = (chosen[:, :2] + grid[candidates]) * strides[candidates]
+    sizes = np.exp(chosen[:, 2:4]) * strides[candidates]
+    boxes = np.concatenate([centers - sizes / 2.0, centers + sizes / 2.0], axis=1) / ratio
+    keep = nms(boxes, scores[candidates], nms_threshold)
+    return boxes[keep], scores[candidates][keep]
 
 
 class PersonDetector:
