@@ -3,9 +3,10 @@
     python benchmarks/pose.py                                  # stand-in ONNX models, CPU
     python benchmarks/pose.py --detector /models/yolox_l.onnx --pose-model /models/dw-ll_ucoco_384.onnx
 
-With the real files the frames are synthetic (noise and a few bright boxes), so the detector
-may find nobody; the timings still cover the full detector + pose-model path when
-``--force-boxes`` is given (the pose model then runs on fixed boxes).
+The frames are synthetic (noise, outlined boxes and bright dots that the stand-ins detect),
+so the real detector may find nobody in them; the "pose model" line runs the pose model on
+fixed boxes, so it measures the real pose model whatever the detector finds. ``--providers``
+picks onnxruntime's providers (``auto``: CUDA when it works, else CPU).
 """
 
 from __future__ import annotations
