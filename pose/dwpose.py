@@ -152,6 +152,13 @@ def create_session(path: str | os.PathLike, providers: Sequence[str] | None = No
         return session
 
 
+def _input_dtype(node, path: Path) -> type:
+    dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+    if node.type not in dtypes:
+        raise ValueError(f"{path.name}: input {node.name!r} is {node.type}; DWPose models take float or float16 images")
+    return dtypes[node.type]
+
+
 def _static_dim(dim) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
@@ -244,14 +251,16 @@ class PersonDetector:
                 f"outputs {[o.shape for o in outputs]} (is it the pose model?)"
             )
         self.input_name = inputs[0].name
+        self.input_dtype = _input_dtype(inputs[0], self.path)
         self.output_name = outputs[0].name
         self.size_hw = (_static_dim(shape[2]) or 640, _static_dim(shape[3]) or 640)
 
     def __call__(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Person boxes [N, 4] (x1, y1, x2, y2, frame pixels) and scores [N], best first, in an RGB uint8 image."""
         tensor, ratio = letterbox(image_rgb, self.size_hw)
-        (output,) = self.session.run([self.output_name], {self.input_name: tensor[None]})
-        return decode_yolox(np.asarray(output)[0], self.size_hw, ratio)
+        feed = {self.input_name: tensor[None].astype(self.input_dtype, copy=False)}
+        (output,) = self.session.run([self.output_name], feed)
+        return decode_yolox(np.asarray(output, dtype=np.float32)[0], self.size_hw, ratio)
 
 
 # ---------------------------------------------------------------------------------------
@@ -333,6 +342,7 @@ class WholeBodyEstimator:
                 f"(is it the detector?)"
             )
         self.input_name = inputs[0].name
+        self.input_dtype = _input_dtype(inputs[0], self.path)
         names = [o.name for o in outputs]
         if {"simcc_x", "simcc_y"} == set(names):
             names = ["simcc_x", "simcc_y"]
@@ -345,9 +355,10 @@ class WholeBodyEstimator:
         return self.batch_size is None
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        batch = batch.astype(self.input_dtype, copy=False)
         if self.dynamic_batch:
             simcc_x, simcc_y = self.session.run(self.output_names, {self.input_name: batch})
-            return np.asarray(simcc_x), np.asarray(simcc_y)
+            return np.asarray(simcc_x, dtype=np.float32), np.asarray(simcc_y, dtype=np.float32)
         xs, ys = [], []
         for start in range(0, len(batch), self.batch_size):
             chunk = batch[start:start + self.batch_size]
@@ -355,8 +366,8 @@ class WholeBodyEstimator:
             if count < self.batch_size:
                 chunk = np.concatenate([chunk, np.zeros((self.batch_size - count, *chunk.shape[1:]), chunk.dtype)])
             simcc_x, simcc_y = self.session.run(self.output_names, {self.input_name: chunk})
-            xs.append(np.asarray(simcc_x)[:count])
-            ys.append(np.asarray(simcc_y)[:count])
+            xs.append(np.asarray(simcc_x, dtype=np.float32)[:count])
+            ys.append(np.asarray(simcc_y, dtype=np.float32)[:count])
         return np.concatenate(xs), np.concatenate(ys)
 
     def __call__(self, image_rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

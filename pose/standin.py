@@ -165,14 +165,16 @@ def fixed_simcc(bins_x: np.ndarray, bins_y: np.ndarray, peaks: np.ndarray) -> tu
 
 def build_pose_model(path, mode: str = "blob", batch: int | None = None, gain: float = 0.2,
                      bins_x: np.ndarray | None = None, bins_y: np.ndarray | None = None,
-                     peaks: np.ndarray | None = None) -> str:
-    """A DWPose whole-body stand-in (see the module docstring); ``batch=None`` is a dynamic batch."""
+                     peaks: np.ndarray | None = None, float16: bool = False) -> str:
+    """A DWPose whole-body stand-in (see the module docstring); ``batch=None`` is a dynamic batch,
+    ``float16`` declares a half-precision input (cast to float inside)."""
     from onnx import TensorProto, helper
 
     if mode not in ("blob", "fixed"):
         raise ValueError(f"unknown stand-in pose mode {mode!r}; valid choices: blob, fixed")
     g = _Graph()
-    image = "input"
+    source = "input"
+    image = g.op("Cast", [source], to=TensorProto.FLOAT) if float16 else source
     batch_dim = "N" if batch is None else batch
     batch_size = g.op("Slice", [g.op("Shape", [image]), g.const([0]), g.const([1]), g.const([0])])
 
@@ -194,7 +196,8 @@ def build_pose_model(path, mode: str = "blob", batch: int | None = None, gain: f
             raise ValueError("a fixed stand-in pose model needs bins_x and bins_y (133 bins each)")
         simcc_x, simcc_y = fixed_simcc(bins_x, bins_y, np.ones(KEYPOINTS) if peaks is None else peaks)
         outputs = [expand(g.const(simcc_x[None]), POSE_W * SPLIT), expand(g.const(simcc_y[None]), POSE_H * SPLIT)]
-    inputs = [helper.make_tensor_value_info(image, TensorProto.FLOAT, [batch_dim, 3, POSE_H, POSE_W])]
+    input_type = TensorProto.FLOAT16 if float16 else TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info(source, input_type, [batch_dim, 3, POSE_H, POSE_W])]
     return g.save(path, inputs, outputs, {
         "simcc_x": [batch_dim, KEYPOINTS, POSE_W * SPLIT],
         "simcc_y": [batch_dim, KEYPOINTS, POSE_H * SPLIT],

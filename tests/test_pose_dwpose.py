@@ -21,6 +21,7 @@ def models(tmp_path_factory):
         "detector": standin.build_detector(folder / "yolox_l.onnx", [standin.ChannelBox(2), standin.ChannelBox(1)]),
         "blob": standin.build_pose_model(folder / "blob.onnx", "blob"),
         "blob_b1": standin.build_pose_model(folder / "blob_b1.onnx", "blob", batch=1),
+        "blob_fp16": standin.build_pose_model(folder / "blob_fp16.onnx", "blob", float16=True),
         "folder": folder,
     }
 
@@ -137,11 +138,11 @@ def _two_people(width=900, height=500):
     return image, (130.3, 210.6), (700.6, 330.2)
 
 
-@pytest.mark.parametrize("key, expected_batches", [("blob", [2]), ("blob_b1", [1, 1])])
+@pytest.mark.parametrize("key, expected_batches", [("blob", [2]), ("blob_b1", [1, 1]), ("blob_fp16", [2])])
 def test_person_crops_of_a_frame_are_batched_when_the_model_allows(models, key, expected_batches):
     estimator = WholeBodyEstimator(models[key], providers=CPU)
     estimator.session = CountingSession(estimator.session)
-    assert estimator.dynamic_batch == (key == "blob")
+    assert estimator.dynamic_batch == (key != "blob_b1")
     image, first, second = _two_people()
     frame = DWPose(PersonDetector(models["detector"], providers=CPU), estimator).detect(image, people="all")
     assert estimator.session.batches == expected_batches
