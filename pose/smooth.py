@@ -108,7 +108,12 @@ class Smoother:
     filter: Callable[..., np.ndarray]
 
 
+def no_smoothing(track: np.ndarray, present: np.ndarray) -> np.ndarray:
+    return np.array(track, dtype=np.float64, copy=True)
+
+
 SMOOTHERS: dict[str, Smoother] = {
+    "none": Smoother("none", "keypoints as detected", no_smoothing),
     "one_euro": Smoother("one_euro", "1-euro filter: causal, adaptive to speed", one_euro),
     "savgol": Smoother("savgol", "Savitzky-Golay: local polynomial fit over a window", savgol),
 }

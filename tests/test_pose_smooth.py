@@ -99,10 +99,13 @@ def test_short_runs_use_a_shorter_window_or_are_left_alone():
 
 def test_unknown_method_and_bad_parameters_are_named():
     frames = _frames([np.array([1.0, 2.0])] * 3)
-    with pytest.raises(ValueError, match="one_euro, savgol"):
+    with pytest.raises(ValueError, match="none, one_euro, savgol"):
         smooth.smooth_frames(frames, "kalman")
     with pytest.raises(ValueError, match="odd window"):
         smooth.smooth_frames(frames, "savgol", window=4)
     with pytest.raises(ValueError, match="fps > 0"):
         smooth.smooth_frames(frames, "one_euro", fps=0)
     assert smooth.smooth_frames([], "one_euro") == []
+    same = smooth.smooth_frames(frames, "none")
+    np.testing.assert_array_equal(same[1].people[0].body, frames[1].people[0].body)
+    assert same[1].people[0] is not frames[1].people[0]
