@@ -303,6 +303,6 @@ class UNet(torch.nn.Module):
         float16; they are rounded the same way here."""
         kv = []
         for block in self.transformer_blocks():
-            tokens = captured[block.index].to(torch.float16).to(block.attn1.to_k.weight.dtype)
+            tokens = captured[block.index].to(torch.float16).to(dtype or block.attn1.to_k.weight.dtype)
             kv.append((block.attn1.to_k(tokens), block.attn1.to_v(tokens)))
         return kv

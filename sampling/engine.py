@@ -38,13 +38,15 @@ def _embeds(image_embeds, dim, device, dtype):
 
 
 @torch.inference_mode()
-def encode_reference(reference_net, reference_latents, image_embeds):
+def encode_reference(reference_net, reference_latents, image_embeds, *, device=None, dtype=None):
     """Run the ReferenceNet once at timestep 0 on ``[1, 4, h, w]`` latents (already scaled by
-    0.18215), conditioned on the image embedding, and keep each block's self-attention input."""
+    0.18215), conditioned on the image embedding, and keep each block's self-attention input.
+    ``device``/``dtype``: where and in what to compute (default: the network's weights')."""
     lat = torch.as_tensor(reference_latents)
     if lat.ndim != 4 or lat.shape[0] != 1 or lat.shape[1] != reference_net.config.in_channels:
         raise ValueError(f"reference_latents must be [1, {reference_net.config.in_channels}, h, w], got {list(lat.shape)}")
-    device, dtype = reference_net.conv_in.weight.device, reference_net.dtype
+    device = device or reference_net.conv_in.weight.device
+    dtype = dtype or reference_net.dtype
     context = _embeds(image_embeds, reference_net.config.cross_attention_dim, device, dtype)
     state = AttentionState(frames=1, capture={})
     reference_net(lat.to(device=device, dtype=dtype), 0, context, state)
@@ -52,21 +54,23 @@ def encode_reference(reference_net, reference_latents, image_embeds):
 
 
 @torch.inference_mode()
-def encode_poses(pose_guider, pose_images, *, chunk=16, device=None):
-    """PoseGuider features for ``[F, H, W, 3]`` pose images in [0, 1], ``chunk`` frames at a time.
-    Returns ``[F, C, H/8, W/8]`` in the guider's dtype on ``device`` (default: the guider's)."""
+def encode_poses(pose_guider, pose_images, *, chunk=16, device=None, dtype=None, out_device=None):
+    """PoseGuider features for ``[F, H, W, 3]`` pose images in [0, 1], ``chunk`` frames at a time,
+    computed on ``device`` in ``dtype`` (default: the guider's weights'). Returns ``[F, C, H/8, W/8]``
+    on ``out_device`` (default: ``device``)."""
     images = torch.as_tensor(pose_images)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"pose_images must be [frames, height, width, 3] (a ComfyUI IMAGE batch), got {list(images.shape)}")
     if images.shape[1] % 8 or images.shape[2] % 8:
         raise ValueError(f"pose image size {images.shape[2]}x{images.shape[1]} is not a multiple of 8; "
                          "resize the pose images to the video size (a multiple of 8)")
-    src = pose_guider.conv_in.weight.device
-    device = device or src
+    device = device or pose_guider.conv_in.weight.device
+    dtype = dtype or pose_guider.dtype
+    out_device = out_device or device
     out = []
     for i in range(0, images.shape[0], chunk):
-        x = images[i:i + chunk].to(device=src, dtype=pose_guider.dtype).permute(0, 3, 1, 2)
-        out.append(pose_guider(x).to(device))
+        x = images[i:i + chunk].to(device=device, dtype=dtype).permute(0, 3, 1, 2)
+        out.append(pose_guider(x).to(out_device))
     return torch.cat(out)
 
 
@@ -76,11 +80,15 @@ class WindowedDenoiser:
     Each call evaluates the UNet on every context window (``window_batch`` windows per pass),
     fuses overlapping windows with their weights, then applies classifier-free guidance."""
 
-    def __init__(self, unet, reference: ReferenceFeatures, pose, cfg, opts: ContextOptions, steps, callback=None):
+    def __init__(self, unet, reference: ReferenceFeatures, pose, cfg, opts: ContextOptions, steps, callback=None,
+                 *, device=None, dtype=None):
         self.unet, self.pose, self.cfg, self.opts, self.steps = unet, pose, cfg, opts, steps
         self.callback = callback
-        self.ref_kv = unet.reference_keys_values(reference.tokens)
-        self.embeds = reference.image_embeds.to(unet.dtype)
+        self.device = device or unet.conv_in.weight.device
+        self.dtype = dtype or unet.dtype
+        tokens = {i: t.to(self.device) for i, t in reference.tokens.items()}
+        self.ref_kv = unet.reference_keys_values(tokens, self.dtype)
+        self.embeds = reference.image_embeds.to(device=self.device, dtype=self.dtype)
         self.calls = 0
 
     @property
@@ -119,7 +127,7 @@ class WindowedDenoiser:
 
     def _evaluate(self, x, t, group):
         """UNet outputs ``[branches, len(group), L, 4, h, w]`` (branch 0 unconditional when guided)."""
-        unet, dtype = self.unet, self.unet.dtype
+        unet, dtype = self.unet, self.dtype
         length = len(group[0])
         idx = torch.tensor(group, device=x.device).reshape(-1)
         lat = x[idx].to(dtype)
@@ -146,8 +154,9 @@ def make_noise(shape, seed, device, opts: ContextOptions | None = None):
 
 @torch.inference_mode()
 def sample(unet, *, reference: ReferenceFeatures, pose_features, noise, steps=20, cfg=3.5, scheduler=None,
-           context=None, callback=None, seed=0, trained_length=None):
-    """Denoise ``noise`` ``[F, 4, h, w]`` into latents (scaled like the reference latents)."""
+           context=None, callback=None, seed=0, trained_length=None, device=None, dtype=None):
+    """Denoise ``noise`` ``[F, 4, h, w]`` into latents (scaled like the reference latents), computing
+    on ``device`` in ``dtype`` (default: the UNet's weights'). Returns float32 latents on the CPU."""
     sched = dict(scheduler or {})
     sampler_name = sched.pop("sampler", "ddim")
     config = SchedulerConfig.from_dict(sched)
@@ -166,8 +175,9 @@ def sample(unet, *, reference: ReferenceFeatures, pose_features, noise, steps=20
         log.warning("PoseAnimate: context length %d is longer than the %d frames the motion modules were "
                     "trained on; expect weaker motion. Use a context length of at most %d.",
                     window, trained_length, trained_length)
-    device = unet.conv_in.weight.device
-    denoiser = WindowedDenoiser(unet, reference, pose_features[:frames], cfg, opts, steps, callback)
+    device = device or unet.conv_in.weight.device
+    denoiser = WindowedDenoiser(unet, reference, pose_features[:frames], cfg, opts, steps, callback,
+                                device=device, dtype=dtype)
     g = torch.Generator("cpu").manual_seed(int(seed) + 1)
 
     def noise_sampler(like):
