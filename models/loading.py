@@ -197,9 +197,10 @@ def unet_config(sd, *, motion_modules, has_output):
 
 def _check_position_encodings(sd, path):
     for k in [k for k in sd if k.endswith(_PE_SUFFIX)]:
-        pe = sd[k].float()
+        pe = sd[k]
         expected = position_encoding(pe.shape[-2], pe.shape[-1], "cpu", torch.float32)
-        if pe.shape[-1] % 2 or not torch.allclose(pe.reshape(expected.shape), expected, atol=1e-4):
+        atol = max(1e-4, 2 * torch.finfo(pe.dtype).eps) if pe.is_floating_point() else 0
+        if pe.shape[-1] % 2 or not torch.allclose(pe.float().reshape(expected.shape), expected, atol=atol):
             raise CheckpointError(f"{path}: {k} is not AnimateDiff's sinusoidal position encoding; "
                                   "this is not an Animate Anyone / AnimateDiff v2 motion module.")
 

@@ -88,13 +88,16 @@ def noise():
     return torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
 
 
+# diffusers' EulerAncestralDiscreteScheduler has no prediction_type='sample': that pair is checked by
+# test_euler_ancestral_sample_prediction instead.
+PAIRS = [(n, c) for n in S.SAMPLERS for c in CONFIGS
+         if not (n == "euler_ancestral" and CONFIGS[c].prediction_type == "sample")]
+
+
 @pytest.mark.parametrize("steps", [1, 4, 20, 25])
-@pytest.mark.parametrize("config_name", list(CONFIGS))
-@pytest.mark.parametrize("name", list(S.SAMPLERS))
+@pytest.mark.parametrize("name,config_name", PAIRS)
 def test_sampler_matches_diffusers(name, config_name, steps, noise):
     cfg = CONFIGS[config_name]
-    if name == "euler_ancestral" and cfg.prediction_type == "sample":
-        pytest.skip("diffusers' EulerAncestralDiscreteScheduler does not implement prediction_type='sample'")
     expected, expected_calls = run_diffusers(name, cfg, steps, noise)
     actual, actual_calls = run_ours(name, cfg, steps, noise)
     assert len(actual_calls) == len(expected_calls) == steps
@@ -222,3 +225,14 @@ def test_module_does_not_import_diffusers():
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert not any(name.split(".")[0] == "diffusers" for name in imported)
+
+
+@pytest.mark.parametrize("steps", [1, 4, 20])
+def test_euler_ancestral_sample_prediction(steps, noise):
+    """With prediction_type='sample' the model output is x0; the last step (sigma 0) lands on it."""
+    target = torch.linspace(-1, 1, noise.numel()).reshape(noise.shape)
+    cfg = CONFIGS["sample_clipped"]
+    g = torch.Generator().manual_seed(1)
+    out = S.sample_euler_ancestral(lambda x, t: target, noise, cfg, steps,
+                                   noise_sampler=lambda x: torch.randn(x.shape, generator=g))
+    torch.testing.assert_close(out, target, atol=1e-5, rtol=0)
