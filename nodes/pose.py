@@ -123,8 +123,8 @@ class PoseRetarget(io.ComfyNode):
         try:
             frames = retarget(driving_frames, character_frames[0], placement=placement)
         except ValueError as e:
-            raise common.PoseAnimateError(cls.NAME, "placement", str(e), "use placement 'driving', or a "
-                                          "character image where both shoulders are visible.") from e
+            raise common.PoseAnimateError(cls.NAME, "character", str(e), "use a character image that shows the "
+                                          "whole person (both shoulders at least), or placement 'driving'.") from e
         if smoothing != "none":
             frames = smooth_frames(frames, smoothing)
         return io.NodeOutput(to_pose_keypoint(frames))

@@ -296,6 +296,12 @@ def test_pose_extract(N, folders, monkeypatch):
         (person,) = frame["people"]
         body = np.array(person["pose_keypoints_2d"]).reshape(18, 3)
         np.testing.assert_allclose(body[0], [70 + 4 * i, 80, 1.0], atol=1.0)
+    import comfy.model_management as mm
+    import comfy.utils
+
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda *a, **k: mm.interrupt_current_processing(True))
+    with pytest.raises(mm.InterruptProcessingException):
+        run(extract, image=_frames(), people="all")
     dwpose.release_dwpose()
 
 
