@@ -6,6 +6,8 @@ nodes load only when ComfyUI calls ``comfy_entrypoint``.
 
 __all__ = ["load_models", "animate", "comfy_entrypoint"]
 
+WEB_DIRECTORY = "./web"
+
 
 def __getattr__(name):
     if name == "load_models":

@@ -19,3 +19,30 @@ def read_rgb(path):
 
     img = cv2.imread(path, cv2.IMREAD_COLOR)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope="session")
+def comfy():
+    """ComfyUI's modules, imported in this process from the checkout named by COMFYUI_PATH."""
+    path = os.environ.get("COMFYUI_PATH")
+    if not path:
+        pytest.skip("COMFYUI_PATH is not set: the node tests need a ComfyUI checkout (ComfyUI is not on PyPI) "
+                    "and its requirements in this venv")
+    if not os.path.isfile(os.path.join(path, "comfy", "model_management.py")):
+        pytest.fail(f"COMFYUI_PATH={path} is not a ComfyUI checkout (no comfy/model_management.py)")
+    import sys
+
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    import comfy.cli_args
+
+    # As if started with --cpu (ComfyUI picks CUDA otherwise) and --use-pytorch-cross-attention
+    # (on the CPU ComfyUI's optimized_attention is otherwise sub-quadratic attention, ~4x slower here).
+    if not torch.cuda.is_available():
+        comfy.cli_args.args.cpu = True
+    comfy.cli_args.args.use_pytorch_cross_attention = True
+    import comfy.model_management
+    import comfy.utils
+    import folder_paths
+
+    return comfy

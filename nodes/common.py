@@ -1,0 +1,121 @@
+"""What the PoseAnimate nodes share: their custom types, errors that name the node, input and fix,
+the model folders, and handing networks to ComfyUI's model management."""
+
+import os
+from dataclasses import dataclass
+
+import comfy.model_management as mm
+import folder_paths
+import torch
+from comfy.model_patcher import ModelPatcher
+from comfy_api.latest import io
+
+from ..models.loading import DOWNLOADS, WEIGHT_EXTENSIONS
+
+CATEGORY = "PoseAnimate"
+MODEL_FOLDER = "animate_anyone"
+DWPOSE_FOLDER = "dwpose"
+
+Models = io.Custom("POSEANIMATE_MODELS")
+Reference = io.Custom("POSEANIMATE_REFERENCE")
+Pose = io.Custom("POSEANIMATE_POSE")
+Context = io.Custom("POSEANIMATE_CONTEXT")
+PoseKeypoint = io.Custom("POSE_KEYPOINT")
+
+
+class PoseAnimateError(ValueError):
+    """A node's input is wrong; the message says which node, which input and what to do."""
+
+    def __init__(self, node, input_name, problem, fix):
+        super().__init__(f"{node}: input '{input_name}': {problem} Fix: {fix}")
+
+
+def register_model_folders():
+    """Make ``models/animate_anyone`` and ``models/dwpose`` known to folder_paths (keeping any
+    paths extra_model_paths.yaml already gave them)."""
+    for name, extensions in ((MODEL_FOLDER, set(WEIGHT_EXTENSIONS)), (DWPOSE_FOLDER, {".onnx"})):
+        folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
+        paths, known = folder_paths.folder_names_and_paths[name]
+        folder_paths.folder_names_and_paths[name] = (paths, set(known) | extensions)
+
+
+def model_folder_paths(name):
+    return folder_paths.get_folder_paths(name) if name in folder_paths.folder_names_and_paths else []
+
+
+def model_folders():
+    """``{name: path}`` of the sub-folders of every ``animate_anyone`` models path (first one wins)."""
+    found = {}
+    for root in model_folder_paths(MODEL_FOLDER):
+        if os.path.isdir(root):
+            for name in sorted(os.listdir(root)):
+                if os.path.isdir(os.path.join(root, name)):
+                    found.setdefault(name, os.path.join(root, name))
+    return found
+
+
+def download_help():
+    root = (model_folder_paths(MODEL_FOLDER) or [os.path.join(folder_paths.models_dir, MODEL_FOLDER)])[0]
+    comfy_root = os.path.dirname(folder_paths.models_dir)
+    return (f"put the four files of one release in a folder under {root} (e.g. {os.path.join(root, 'moore')}): "
+            f"Animate Anyone from {DOWNLOADS['moore']}; MusePose from {DOWNLOADS['musepose']}. Or run "
+            f"`poseanimate download --variant moore --comfyui {comfy_root}` (or --variant musepose), "
+            "then refresh the page.")
+
+
+@dataclass
+class LoadedModels:
+    """POSEANIMATE_MODELS: the three networks, each under ComfyUI's model management."""
+
+    reference_net: ModelPatcher
+    denoising_unet: ModelPatcher
+    pose_guider: ModelPatcher
+    variant: str
+    trained_length: int
+    embed_dim: int
+    compute_dtype: torch.dtype
+    folder: str
+
+    @property
+    def load_device(self):
+        return self.denoising_unet.load_device
+
+    @property
+    def offload_device(self):
+        return self.denoising_unet.offload_device
+
+
+@dataclass
+class ReferenceEncoding:
+    """POSEANIMATE_REFERENCE: the ReferenceNet features and the latent size they belong to."""
+
+    features: object
+    latent_height: int
+    latent_width: int
+
+
+@dataclass
+class PoseEncoding:
+    """POSEANIMATE_POSE: PoseGuider features ``[F, C, h, w]`` on the offload device."""
+
+    features: torch.Tensor
+
+    @property
+    def frames(self):
+        return self.features.shape[0]
+
+
+def on_device(patcher, memory_required=0):
+    """Let ComfyUI load ``patcher`` (fully or partially) onto its device; returns the network."""
+    mm.load_models_gpu([patcher], memory_required=memory_required)
+    return patcher.model
+
+
+def unload(patcher):
+    """Move ``patcher`` back to its offload device and out of ComfyUI's loaded-model list."""
+    for i, loaded in enumerate(mm.current_loaded_models):
+        if loaded.model is patcher:
+            if loaded.model_unload():
+                mm.current_loaded_models.pop(i)
+            return
+
