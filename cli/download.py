@@ -11,6 +11,7 @@ interrupted download resumes) and moved into place only when complete, so a file
 path counts as complete and is skipped.
 """
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -25,6 +26,7 @@ CLIP_DIR = os.path.join("clip_vision", "sd-image-variations-image-encoder")
 DWPOSE_DIR = "dwpose"
 STAGING = ".downloads"
 WEIGHT_EXTENSIONS = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")  # the loader's, without importing torch
+HTTP_CLIENTS = ("httpx", "httpx2")
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
@@ -128,6 +130,18 @@ def reachable(url, timeout=5.0):
     return None
 
 
+def network_errors():
+    """What huggingface_hub raises when a transfer fails: its own errors, OSError (requests' errors,
+    versions < 1) and the HTTP client's (httpx in 1.x, httpx2 in 2.x)."""
+    from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    errors = (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError)
+    for client in HTTP_CLIENTS:
+        if importlib.util.find_spec(client):
+            errors += (importlib.import_module(client).HTTPError,)
+    return errors
+
+
 class DownloadError(RuntimeError):
     """Some files could not be downloaded; the message lists every URL and where it goes."""
 
@@ -153,7 +167,6 @@ def download(root, files, log=print):
     if reason:
         raise DownloadError(f"cannot reach the Hugging Face Hub ({reason}).\n{manual_instructions(root, todo)}")
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     staging = os.path.join(root, STAGING)
     written = []
@@ -163,7 +176,7 @@ def download(root, files, log=print):
         try:
             path = hf_hub_download(f.repo, f.filename, subfolder=f.subfolder,
                                    local_dir=os.path.join(staging, f.repo.replace("/", "--")))
-        except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError) as e:
+        except network_errors() as e:
             raise DownloadError(f"downloading {f.url()} failed: {' '.join(str(e).split())}\n"
                                 f"{manual_instructions(root, todo[i:])}") from e
         os.makedirs(os.path.dirname(final), exist_ok=True)

@@ -1,5 +1,7 @@
 """`poseanimate download` against a local stand-in for the Hugging Face Hub, and offline."""
 
+import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -107,3 +109,20 @@ def test_weight_extensions_match_the_loader():
     from poseanimate.models.loading import WEIGHT_EXTENSIONS
 
     assert dl.WEIGHT_EXTENSIONS == WEIGHT_EXTENSIONS
+
+
+@pytest.mark.parametrize("client", [c for c in dl.HTTP_CLIENTS if importlib.util.find_spec(c)] + ["os"])
+def test_a_dropped_connection_is_a_download_error(client, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    error = ConnectionResetError if client == "os" else importlib.import_module(client).RemoteProtocolError
+
+    def dropped(*args, **kwargs):
+        raise error("peer closed connection without sending complete message body")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", dropped)
+    monkeypatch.setattr(dl, "reachable", lambda url: None)
+    files = dl.remotes("moore", ["dwpose"])["dwpose"]
+    with pytest.raises(dl.DownloadError, match="yolox_l.onnx failed: peer closed connection") as e:
+        dl.download(str(tmp_path), files, log=lambda line: None)
+    assert str(tmp_path / "dwpose") in str(e.value) and "dw-ll_ucoco_384.onnx" in str(e.value)
