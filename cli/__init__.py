@@ -120,6 +120,10 @@ def parser():
     return p
 
 
+def _say(args):
+    return (lambda line: None) if args.quiet else print
+
+
 def _run_animate(args):
     from .pipeline import animate_video
 
@@ -141,14 +145,18 @@ def _run_download(args):
 
     root = dl.models_dir(args.models, args.comfyui)
     files = [f for group in dl.remotes(args.variant).values() for f in group]
-    written = dl.download(root, files, log=print)
+    if args.quiet:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    written = dl.download(root, files, log=_say(args))
     print(f"{args.variant}: all {len(files)} files are in {root} ({len(written)} downloaded now)")
 
 
 def _run_convert(args):
     from .convert import convert
 
-    convert(args.src, args.dst, dtype=args.dtype, replace=args.replace)
+    convert(args.src, args.dst, dtype=args.dtype, replace=args.replace, report=_say(args))
 
 
 def _user_errors():
