@@ -8,6 +8,8 @@ import argparse
 import logging
 import sys
 
+from .download import DownloadError
+
 PROG = "poseanimate"
 # Listed here rather than imported so --help needs no torch; tests check them against the registries.
 SAMPLERS = ("ddim", "euler", "euler_ancestral", "dpmpp_2m", "unipc", "lcm")
@@ -15,6 +17,7 @@ BETA_SCHEDULES = ("linear", "scaled_linear")
 SCHEDULES = ("static", "uniform", "looped", "moore")
 FUSES = ("flat", "pyramid", "overlap-linear")
 SMOOTHERS = ("none", "one_euro", "savgol")
+USER_ERRORS = (ValueError, OSError, DownloadError)  # the user's to fix: one line, no traceback
 MODELS_HELP = ("models folder (default: $POSEANIMATE_MODELS, else ~/.cache/poseanimate/models; "
                "see the README for its layout)")
 
@@ -159,13 +162,6 @@ def _run_convert(args):
     convert(args.src, args.dst, dtype=args.dtype, replace=args.replace, report=_say(args))
 
 
-def _user_errors():
-    """Exceptions that are the user's to fix: shown as one line, no traceback."""
-    from .download import DownloadError
-
-    return (ValueError, OSError, DownloadError)
-
-
 def main(argv=None):
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -175,7 +171,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return 130
-    except _user_errors() as e:
+    except USER_ERRORS as e:
         message = str(e) if isinstance(e, RuntimeError) else " ".join(str(e).split())
         print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
         return 1
