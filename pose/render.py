@@ -116,8 +116,9 @@ def _draw_body(canvas: np.ndarray, bodies: Sequence[_Points], limb_width: Callab
             drawn.append(polygon)
     if drawn:
         x, y, w, h = cv2.boundingRect(np.concatenate(drawn))
-        region = canvas[max(y, 0):y + h, max(x, 0):x + w]
-        region[:] = cv2.LUT(region, _DIM_TABLE)
+        region = canvas[max(y, 0):max(y + h, 0), max(x, 0):max(x + w, 0)]
+        if region.size:  # limbs entirely off the canvas leave nothing to dim
+            region[:] = cv2.LUT(region, _DIM_TABLE)
     for joint, color in enumerate(BODY_COLORS):
         for body in bodies:
             if body.present[joint]:

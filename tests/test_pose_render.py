@@ -170,3 +170,17 @@ def test_unknown_style_and_bad_size_are_named(full_frame):
     with pytest.raises(ValueError, match="positive integers"):
         render.render_frame(full_frame, 0, 10)
     assert render.style_names() == ["moore", "musepose"]
+
+
+@pytest.mark.parametrize("style", ["moore", "musepose"])
+def test_people_off_the_canvas_are_clipped(style):
+    line = np.linspace(0, 1, 18)
+    off = {i: (600 + 200 * t, -300 + 200 * t) for i, t in enumerate(line)}
+    assert not render.render_frame(_body_frame(off), 512, 768, style).any()
+    # limbs crossing the top-left corner: still drawn and dimmed; only the joints are at full colour
+    corner = {i: (-150 + 250 * t, -150 + 250 * t) for i, t in enumerate(line)}
+    image = render.render_frame(_body_frame(corner), 512, 768, style)
+    limbs = image.copy()
+    for x, y in corner.values():
+        cv2.circle(limbs, (int(x), int(y)), 6, (0, 0, 0), -1)
+    assert image.any() and limbs.max() <= int(255 * render.LIMB_DIM)

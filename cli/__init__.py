@@ -1,0 +1,178 @@
+"""``poseanimate``: the command line (animate, download, convert).
+
+Nothing heavy is imported here so ``poseanimate --help`` answers at once; each subcommand imports
+what it needs when it runs.
+"""
+
+import argparse
+import logging
+import sys
+
+from .download import DownloadError
+
+PROG = "poseanimate"
+# Listed here rather than imported so --help needs no torch; tests check them against the registries.
+SAMPLERS = ("ddim", "euler", "euler_ancestral", "dpmpp_2m", "unipc", "lcm")
+BETA_SCHEDULES = ("linear", "scaled_linear")
+SCHEDULES = ("static", "uniform", "looped", "moore")
+FUSES = ("flat", "pyramid", "overlap-linear")
+SMOOTHERS = ("none", "one_euro", "savgol")
+USER_ERRORS = (ValueError, OSError, DownloadError)  # the user's to fix: one line, no traceback
+MODELS_HELP = ("models folder (default: $POSEANIMATE_MODELS, else ~/.cache/poseanimate/models; "
+               "see the README for its layout)")
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _models_arguments(p):
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--models", metavar="DIR", help=MODELS_HELP)
+    where.add_argument("--comfyui", metavar="PATH", help="use the models folder of this ComfyUI install (PATH/models)")
+
+
+def _common():
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
+    return p
+
+
+def _animate_parser(sub):
+    p = sub.add_parser("animate", parents=[_common()], help="animate a character image with a driving video or poses",
+                       description="Animate a character image with the motion of a driving video (or poses) "
+                                   "and write an mp4 at the driving video's frame rate.")
+    p.add_argument("--character", required=True, metavar="IMG", help="the character image")
+    p.add_argument("--driving", required=True, metavar="VIDEO",
+                   help="a video, a POSE_KEYPOINT .json file, or a folder of pose images (used as they are)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.mp4", help="the video to write (.mp4, .mov or .mkv)")
+    _models_arguments(p)
+    p.add_argument("--networks", metavar="DIR",
+                   help="folder with the four Animate Anyone files (default: MODELS/animate_anyone/<variant>)")
+    p.add_argument("--variant", choices=("moore", "musepose"),
+                   help="which networks: moore (Animate Anyone) or musepose (default: the first one present, "
+                        "moore first); the poses are drawn in the style of the networks loaded")
+    p.add_argument("--download", action="store_true", help="download missing model files first (network)")
+    g = p.add_argument_group("video")
+    g.add_argument("--width", type=int, help="video width, a multiple of 8 (default: from the character's "
+                                             "aspect with a 512-pixel short side)")
+    g.add_argument("--height", type=int, help="video height, a multiple of 8 (default: as --width)")
+    g.add_argument("--frames", type=_positive_int, help="at most this many frames (default: all)")
+    g.add_argument("--fps", type=float, help="frame rate (default: the driving video's; 24 for pose input)")
+    g = p.add_argument_group("poses")
+    g.add_argument("--retarget", choices=("neck", "driving", "off"), default="neck",
+                   help="fit the driving skeleton to the character's proportions, anchored on the character's "
+                        "neck (neck, default) or where the driving person stands (driving); off: poses as they are")
+    g.add_argument("--smooth", choices=SMOOTHERS, default="none", help="smooth keypoints over time (default: none)")
+    g = p.add_argument_group("sampling")
+    g.add_argument("--steps", type=_positive_int, default=20, help="denoising steps (default: 20)")
+    g.add_argument("--cfg", type=float, default=3.5, help="guidance scale; 1 or less skips guidance (default: 3.5)")
+    g.add_argument("--seed", type=int, default=42, help="noise seed (default: 42)")
+    g.add_argument("--sampler", choices=SAMPLERS, help="sampler (default: ddim)")
+    g.add_argument("--beta-schedule", choices=BETA_SCHEDULES, help="beta schedule (default: scaled_linear)")
+    g = p.add_argument_group("context windows (videos longer than one window)")
+    g.add_argument("--context-length", type=_positive_int, help="frames per window (default: 24)")
+    g.add_argument("--context-overlap", type=int, help="frames shared by neighbouring windows (default: 4)")
+    g.add_argument("--context-stride", type=_positive_int, help="dilated windows for uniform/looped (default: 1)")
+    g.add_argument("--context-schedule", choices=SCHEDULES, help="window placement (default: static)")
+    g.add_argument("--context-fuse", choices=FUSES, help="how overlapping windows are blended (default: pyramid)")
+    g.add_argument("--window-batch", type=_positive_int, help="windows per UNet call (default: 1)")
+    g = p.add_argument_group("hardware")
+    g.add_argument("--device", default="auto", help="torch device: auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    g.add_argument("--dtype", choices=("auto", "fp16", "bf16", "fp32"), default="auto",
+                   help="auto: fp16 on GPUs, fp32 on the CPU")
+    g.add_argument("--decode-chunk", type=_positive_int, default=8, help="frames per VAE decode call (default: 8)")
+    p.set_defaults(run=_run_animate)
+
+
+def _download_parser(sub):
+    p = sub.add_parser("download", parents=[_common()], help="download the model files of a variant",
+                       description="Download everything a variant needs (its networks, DWPose, the VAE and the "
+                                   "CLIP image encoder) from the Hugging Face Hub; files already there are skipped.")
+    p.add_argument("--variant", choices=("moore", "musepose"), default="moore", help="default: moore")
+    dest = p.add_mutually_exclusive_group()
+    dest.add_argument("--dest", "--models", dest="models", metavar="DIR", help=MODELS_HELP)
+    dest.add_argument("--comfyui", metavar="PATH", help="download into this ComfyUI install's models folder")
+    p.set_defaults(run=_run_download)
+
+
+def _convert_parser(sub):
+    p = sub.add_parser("convert", parents=[_common()], help="convert released fp32 .pth files to fp16 safetensors",
+                       description="Convert an Animate Anyone model file, or every network file of a folder, "
+                                   "to half-precision safetensors (half the size); every tensor is checked after "
+                                   "writing. The loader reads the converted folder like the original.")
+    p.add_argument("src", help="a model file or folder")
+    p.add_argument("dst", nargs="?", help="output file or folder (default: SRC-fp16 for a folder; "
+                                          "NAME.safetensors next to a file)")
+    p.add_argument("--dtype", choices=("fp16", "bf16"), default="fp16", help="default: fp16")
+    p.add_argument("--replace", action="store_true",
+                   help="write next to the sources and delete each source once its conversion is checked")
+    p.set_defaults(run=_run_convert)
+
+
+def parser():
+    p = argparse.ArgumentParser(prog=PROG, description="Animate a character image with a pose sequence "
+                                                       "(Animate Anyone / MusePose).")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{animate,download,convert}")
+    _animate_parser(sub)
+    _download_parser(sub)
+    _convert_parser(sub)
+    return p
+
+
+def _say(args):
+    return (lambda line: None) if args.quiet else print
+
+
+def _run_animate(args):
+    from .pipeline import animate_video
+
+    names = ("length", "overlap", "stride", "schedule", "fuse")
+    context = {n: getattr(args, f"context_{n}") for n in names if getattr(args, f"context_{n}") is not None}
+    if args.window_batch is not None:
+        context["window_batch"] = args.window_batch
+    result = animate_video(
+        args.character, args.driving, args.output, models=args.models, comfyui=args.comfyui, networks=args.networks,
+        variant=args.variant, width=args.width, height=args.height, frames=args.frames, fps=args.fps,
+        steps=args.steps, cfg=args.cfg, seed=args.seed, sampler=args.sampler, beta_schedule=args.beta_schedule,
+        context=context or None, retarget=args.retarget, smooth=args.smooth, device=args.device,
+        dtype=args.dtype, decode_chunk=args.decode_chunk, download=args.download, progress=not args.quiet)
+    print(result["path"])
+
+
+def _run_download(args):
+    from . import download as dl
+
+    root = dl.models_dir(args.models, args.comfyui)
+    files = [f for group in dl.remotes(args.variant).values() for f in group]
+    if args.quiet:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    written = dl.download(root, files, log=_say(args))
+    print(f"{args.variant}: all {len(files)} files are in {root} ({len(written)} downloaded now)")
+
+
+def _run_convert(args):
+    from .convert import convert
+
+    convert(args.src, args.dst, dtype=args.dtype, replace=args.replace, report=_say(args))
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("poseanimate").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    try:
+        args.run(args)
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        message = str(e) if isinstance(e, RuntimeError) else " ".join(str(e).split())
+        print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,111 @@
+"""The torch half of the job: devices, the standalone VAE and CLIP image encoder, the reference
+conditioning exactly as Moore-AnimateAnyone builds it, the engine with a progress bar, chunked decoding."""
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..models.loading import default_device, default_dtype
+from ..sampling.context import ContextOptions, windows
+from ..sampling.engine import VAE_SCALE
+from .pipeline import JobError
+
+# the openai CLIP normalisation that CLIPImageProcessor applies (transformers' OPENAI_CLIP_MEAN/STD)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_SIZE = 224
+
+
+def torch_settings(device, dtype):
+    try:
+        device = default_device() if device in (None, "auto") else torch.device(device)
+    except RuntimeError as e:
+        raise JobError(f"--device {device} is not a device torch knows ({e})") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise JobError("--device cuda: torch sees no CUDA GPU here; use --device cpu")
+    dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    return device, dtypes.get(dtype) or default_dtype(device)
+
+
+def load_vae(folder, device, dtype):
+    from diffusers import AutoencoderKL
+
+    try:
+        vae = AutoencoderKL.from_pretrained(folder, torch_dtype=dtype, local_files_only=True, low_cpu_mem_usage=False)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise JobError(f"the VAE in {folder} could not be loaded ({' '.join(str(e).split())[:300]}); "
+                       "it must be the diffusers folder of stabilityai/sd-vae-ft-mse") from e
+    return vae.to(device).eval().requires_grad_(False)
+
+
+def load_image_encoder(folder, device, dtype):
+    from transformers import CLIPVisionModelWithProjection
+
+    try:
+        encoder = CLIPVisionModelWithProjection.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise JobError(f"the CLIP image encoder in {folder} could not be loaded ({' '.join(str(e).split())[:300]}); "
+                       "it must be the image_encoder folder of lambdalabs/sd-image-variations-diffusers") from e
+    return encoder.to(device).eval().requires_grad_(False)
+
+
+def clip_pixels(image):
+    """The CLIP encoder's input as Moore builds it: the image squashed to 224x224 (PIL's default
+    filter), scaled to [0, 1] and normalised; [1, 3, 224, 224] float32."""
+    x = np.asarray(image.resize((CLIP_SIZE, CLIP_SIZE)), dtype=np.float32) * np.float32(1 / 255)
+    x = (x - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32)
+    return torch.from_numpy(x).permute(2, 0, 1)[None].contiguous()
+
+
+def vae_pixels(image, width, height):
+    """The VAE's input as Moore builds it: Lanczos-resized to the video size, in [-1, 1]; [1, 3, H, W]."""
+    x = np.asarray(image.resize((width, height), Image.LANCZOS), dtype=np.float32) / 255.0
+    return torch.from_numpy(2.0 * x - 1.0).permute(2, 0, 1)[None].contiguous()
+
+
+def reference_conditioning(image, width, height, vae, encoder):
+    """``(reference_latents [1,4,H/8,W/8] x 0.18215, image_embeds [1,C])`` for the engine."""
+    with torch.inference_mode():
+        embeds = encoder(pixel_values=clip_pixels(image).to(encoder.device, encoder.dtype)).image_embeds
+        pixels = vae_pixels(image, width, height).to(vae.device, vae.dtype)
+        latents = vae.encode(pixels).latent_dist.mean * VAE_SCALE
+    return latents.float().cpu(), embeds.float().cpu()
+
+
+def pose_tensor(images, dtype, chunk=64):
+    """uint8 [F, H, W, 3] -> [0, 1] in ``dtype`` (the networks' dtype: half the memory of float32 on GPUs;
+    the PoseGuider computes in that dtype anyway)."""
+    out = torch.empty(images.shape, dtype=dtype)
+    for i in range(0, images.shape[0], chunk):
+        out[i:i + chunk] = torch.from_numpy(images[i:i + chunk]).float() / 255
+    return out
+
+
+def decode(vae, latents, writer, chunk=8, progress=None):
+    """VAE-decode ``latents`` [F,4,h,w] (x 0.18215) ``chunk`` frames at a time into ``writer``."""
+    with torch.inference_mode():
+        for i in range(0, latents.shape[0], chunk):
+            x = (latents[i:i + chunk] / VAE_SCALE).to(vae.device, vae.dtype)
+            images = (vae.decode(x).sample.float() / 2 + 0.5).clamp(0, 1)
+            writer.write((images * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+            if progress is not None:
+                progress.update(images.shape[0])
+
+
+class ProgressCallback:
+    """Feeds the engine's window/step events into a progress bar counting windows."""
+
+    def __init__(self, bar):
+        self.bar, self.done = bar, {}
+
+    def __call__(self, event):
+        if event["event"] == "window":
+            step = event["step"]
+            self.bar.set_postfix_str(f"step {step + 1}/{event['steps']}", refresh=False)
+            self.bar.update(event["window"] - self.done.get(step, 0))
+            self.done[step] = event["window"]
+
+
+def window_count(frames, context, steps):
+    opts = ContextOptions.from_dict(context)
+    return sum(len(windows(frames, opts, s, steps)) for s in range(steps))

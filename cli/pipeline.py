@@ -1,0 +1,313 @@
+"""The whole job without ComfyUI: character image + driving video (or poses) -> animated video.
+
+DWPose on the character and on every driving frame, retargeting to the character, optional
+smoothing, pose rendering in the networks' style, the engine, chunked VAE decoding and a video
+at the driving frame rate. The reference conditioning is Moore-AnimateAnyone's: the CLIP image
+encoder sees the character squashed to 224x224 (CLIP normalisation, ``image_embeds``), the
+VAE sees it resized to the video size (Lanczos) and its ``latent_dist.mean`` x 0.18215 is the
+reference latent.
+"""
+
+import json
+import logging
+import os
+import re
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+from ..pose.dwpose import DETECTOR_FILE, POSE_FILE, DWPose, locate_model
+from ..pose.keypoints import from_pose_keypoint
+from ..pose.render import render_frames
+from ..pose.retarget import retarget as retarget_frames
+from ..pose.smooth import get_smoother, smooth_frames
+from . import download as dl
+from .video import VideoError, VideoReader, VideoWriter
+
+log = logging.getLogger("poseanimate.cli")
+
+SHORT_SIDE = 512
+POSE_FPS = 24
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv")
+RETARGET = ("neck", "driving", "off")
+DTYPES = ("auto", "fp16", "bf16", "fp32")
+
+
+class JobError(ValueError):
+    """A problem with the job's inputs; the message says which input and what to do."""
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+def _round8(x):
+    return max(8, int(round(x / 8)) * 8)
+
+
+def video_size(width, height, image_w, image_h, short_side=SHORT_SIDE):
+    """The output size: as given, or from the character's aspect with the short side ``short_side``,
+    both multiples of 8."""
+    if width is None and height is None:
+        scale = short_side / min(image_w, image_h)
+        width, height = _round8(image_w * scale), _round8(image_h * scale)
+    elif width is None:
+        width = _round8(height * image_w / image_h)
+    elif height is None:
+        height = _round8(width * image_h / image_w)
+    for name, value in (("width", width), ("height", height)):
+        if value <= 0 or value % 8:
+            lower = max(8, value // 8 * 8)
+            raise JobError(f"--{name} {value} is not a positive multiple of 8; use {lower} or {lower + 8}")
+    return width, height
+
+
+def load_image(path, what="--character"):
+    try:
+        with Image.open(path) as image:
+            return ImageOps.exif_transpose(image).convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise JobError(f"{what} {path} could not be read as an image ({' '.join(str(e).split())})") from e
+
+
+def _natural_key(name):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def pose_images_from_folder(folder, width, height, max_frames=None):
+    """A folder of pose images in name order, resized to the video size (Lanczos, as Moore's pipeline)."""
+    names = sorted((n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)), key=_natural_key)
+    if not names:
+        raise JobError(f"--driving {folder} is a folder without pose images ({', '.join(IMAGE_EXTENSIONS)})")
+    images = []
+    for name in names[:max_frames]:
+        image = load_image(os.path.join(folder, name), "pose image")
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.LANCZOS)
+        images.append(np.asarray(image))
+    return np.stack(images)
+
+
+def pose_frames_from_json(path, max_frames=None):
+    try:
+        with open(path, encoding="utf-8") as f:
+            frames = from_pose_keypoint(json.load(f))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
+        raise JobError(f"--driving {path} is not a POSE_KEYPOINT JSON file ({' '.join(str(e).split())})") from e
+    if not frames:
+        raise JobError(f"--driving {path} holds no pose frames")
+    return frames[:max_frames]
+
+
+def driving_kind(path):
+    if os.path.isdir(path):
+        return "images"
+    if not os.path.exists(path):
+        raise JobError(f"--driving {path}: no such file or folder")
+    return "json" if path.lower().endswith(".json") else "video"
+
+
+def prepare_output(output):
+    """Check that ``output`` can be written and reserve a temporary file next to it; the video goes
+    there and replaces ``output`` only when complete."""
+    output = os.path.abspath(output)
+    stem, ext = os.path.splitext(output)
+    if ext.lower() not in VIDEO_EXTENSIONS:
+        raise JobError(f"-o {output}: the file name must end in {', '.join(VIDEO_EXTENSIONS)} (.mp4 recommended)")
+    folder = os.path.dirname(output)
+    if not os.path.isdir(folder):
+        raise JobError(f"-o {output}: the folder {folder} does not exist")
+    if os.path.isdir(output):
+        raise JobError(f"-o {output} is a folder; give a file name such as {os.path.join(output, 'out.mp4')}")
+    partial = os.path.join(folder, f".{os.path.basename(stem)}.partial{ext}")
+    try:
+        open(partial, "wb").close()
+    except OSError as e:
+        raise JobError(f"-o {output} cannot be written ({e.strerror or e}); choose another output path") from e
+    return output, partial
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+def _has_weights(folder):
+    return os.path.isdir(folder) and any(n.lower().endswith(dl.WEIGHT_EXTENSIONS) for n in os.listdir(folder))
+
+
+def pick_variant(root, variant):
+    """The variant asked for; otherwise the first one whose folder holds weights (moore first)."""
+    if variant:
+        return dl.check_variant(variant)
+    return next((v for v in dl.VARIANTS if _has_weights(os.path.join(root, dl.networks_dir(v)))), dl.VARIANTS[0])
+
+
+def missing_files(root, variant, components, networks=None):
+    """The Remote files the job needs that are not in ``root``; a networks folder counts as present
+    when it holds weight files (the released .pth or converted .safetensors)."""
+    needed = dl.remotes(variant, components)
+    out = []
+    for component, files in needed.items():
+        if component == "networks":
+            if not _has_weights(networks or os.path.join(root, dl.networks_dir(variant))):
+                out += files
+        else:
+            out += dl.missing(root, files)
+    return out
+
+
+def ensure_models(root, variant, components, networks=None, download=False):
+    todo = missing_files(root, variant, components, networks)
+    if networks and not _has_weights(networks):
+        raise JobError(f"--networks {networks} holds no model files; give the folder with the four "
+                       "Animate Anyone files (reference_unet, denoising_unet, motion_module, pose_guider)")
+    if not todo:
+        return
+    if download:
+        dl.download(root, todo, log=log.info)
+        return
+    folders = sorted({os.path.dirname(f.dest) for f in todo})
+    raise JobError(f"models missing in {root}: {', '.join(folders)}. Run `poseanimate download --variant {variant}"
+                   f"{'' if root == dl.default_models_dir() else f' --models {root}'}` first, or add --download")
+
+
+# ---------------------------------------------------------------------------------------------- poses
+
+
+def _bar(progress, **kw):
+    return tqdm(disable=not progress, dynamic_ncols=True, **kw)
+
+
+def video_poses(path, dwpose, max_frames, progress):
+    """DWPose on every frame of a video, decoded one frame at a time (a long video never sits in memory);
+    returns the PoseFrames and the frame rate."""
+    poses = []
+    try:
+        with VideoReader(path, max_frames) as video, \
+                _bar(progress, total=len(video) or None, desc="poses", unit="frame") as bar:
+            fps = video.fps
+            for frame in video:
+                poses.append(dwpose.detect(frame))
+                bar.update(1)
+    except VideoError as e:
+        raise JobError(f"--driving {e}") from e
+    empty = sum(not p.people for p in poses)
+    if empty == len(poses):
+        raise JobError(f"--driving {path}: DWPose found no person in any of its {len(poses)} frames; "
+                       "use a video where one person's body is visible")
+    if empty:
+        log.warning("DWPose found nobody in %d of %d frames of %s; those frames are drawn empty", empty, len(poses), path)
+    return poses, fps
+
+
+def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smooth, fps, progress):
+    """PoseFrames on the character's canvas (retargeted unless ``retarget == "off"``) and the frame rate."""
+    if kind == "video":
+        poses, video_fps = video_poses(driving, dwpose, max_frames, progress)
+        fps = fps or video_fps
+    else:
+        poses = pose_frames_from_json(driving, max_frames)
+        fps = fps or POSE_FPS
+    if smooth != "none":
+        params = {"fps": float(fps)} if smooth == "one_euro" else {}
+        poses = smooth_frames(poses, smooth, **params)
+    if retarget == "off":
+        return poses, fps
+    subject = dwpose.detect(np.asarray(character))
+    if not subject.people:
+        raise JobError("--character: DWPose found no person in the character image; use an image that shows "
+                       "the character's body, or --retarget off to use the driving poses as they are")
+    try:
+        return retarget_frames(poses, subject, placement=retarget), fps
+    except ValueError as e:
+        raise JobError(f"retargeting the driving poses to the character failed: {e}. "
+                       "--retarget off uses the driving poses as they are") from e
+
+
+# ---------------------------------------------------------------------------------------------- the job
+
+
+def animate_video(character, driving, output, *, models=None, comfyui=None, networks=None, variant=None,
+                  width=None, height=None, frames=None, fps=None, steps=20, cfg=3.5, seed=42, sampler=None,
+                  beta_schedule=None, context=None, retarget="neck", smooth="none", device=None, dtype=None,
+                  decode_chunk=8, download=False, progress=True):
+    """Animate ``character`` (an image file) with ``driving`` (a video, a POSE_KEYPOINT JSON file or a
+    folder of pose images) and write ``output`` (.mp4). Returns a dict describing what was written.
+
+    ``models``/``comfyui``: the models folder (see :mod:`.download`); ``networks``: a folder with the
+    four Animate Anyone files instead of ``MODELS/animate_anyone/<variant>``; ``context``: the
+    engine's context-window options; ``download``: fetch missing model files first (network).
+    """
+    if retarget not in RETARGET:
+        raise JobError(f"--retarget {retarget} is not valid; valid choices: {', '.join(RETARGET)}")
+    get_smoother(smooth)
+    if frames is not None and frames < 1:
+        raise JobError(f"--frames must be at least 1, got {frames}")
+    if fps is not None and fps <= 0:
+        raise JobError(f"--fps must be positive, got {fps}")
+    image = load_image(character)
+    width, height = video_size(width, height, *image.size)
+    kind = driving_kind(driving)
+    output, partial = prepare_output(output)
+    try:
+        root = dl.models_dir(models, comfyui)
+        variant = pick_variant(root, variant)
+        components = ["networks", "vae", "clip_vision"]
+        if kind == "video" or (kind == "json" and retarget != "off"):
+            components.append("dwpose")
+        ensure_models(root, variant, components, networks, download)
+        if dtype not in (None, *DTYPES):
+            raise JobError(f"--dtype {dtype} is not valid; valid choices: {', '.join(DTYPES)}")
+
+        if kind == "images":
+            pose_images = pose_images_from_folder(driving, width, height, frames)
+            fps = fps or POSE_FPS
+        else:
+            dwpose = None
+            if "dwpose" in components:
+                folder = os.path.join(root, dl.DWPOSE_DIR)
+                providers = ["CPUExecutionProvider"] if str(device).startswith("cpu") else None
+                dwpose = DWPose(locate_model(DETECTOR_FILE, [folder]), locate_model(POSE_FILE, [folder]), providers)
+            poses, fps = driving_poses(kind, driving, image, dwpose, max_frames=frames, retarget=retarget,
+                                       smooth=smooth, fps=fps, progress=progress)
+
+        from ..models.loading import load_models
+        from ..sampling.engine import animate
+        from . import generate as gen
+
+        device, dtype = gen.torch_settings(device, dtype)
+        net_folder = networks or os.path.join(root, dl.networks_dir(variant))
+        log.info("loading the networks from %s (%s, %s)", net_folder, device, dtype)
+        nets = load_models(net_folder, device=device, dtype=dtype)
+        if nets.variant != variant:
+            log.warning("%s holds %s networks (asked for %s): drawing poses in the %s style",
+                        net_folder, nets.variant, variant, nets.variant)
+        if kind != "images":
+            pose_images = render_frames(poses, width, height, style=nets.variant)
+
+        encoder = gen.load_image_encoder(os.path.join(root, dl.CLIP_DIR), device, dtype)
+        vae = gen.load_vae(os.path.join(root, dl.VAE_DIR), device, dtype)
+        latents, embeds = gen.reference_conditioning(image, width, height, vae, encoder)
+        del encoder
+        if embeds.shape[-1] != nets.embed_dim:
+            raise JobError(f"the image encoder in {os.path.join(root, dl.CLIP_DIR)} gives {embeds.shape[-1]}-wide "
+                           f"embeddings but the networks in {net_folder} expect {nets.embed_dim}")
+
+        count = pose_images.shape[0]
+        scheduler = {k: v for k, v in (("sampler", sampler), ("beta_schedule", beta_schedule)) if v is not None}
+        log.info("animating %d frames at %dx%d, %d steps, cfg %s, seed %d", count, width, height, steps, cfg, seed)
+        with _bar(progress, total=gen.window_count(count, context, steps), desc="denoising", unit="window") as bar:
+            result = animate(nets, reference_latents=latents, image_embeds=embeds,
+                             pose_images=gen.pose_tensor(pose_images, dtype), seed=seed,
+                             steps=steps, cfg=cfg, scheduler=scheduler, context=context,
+                             callback=gen.ProgressCallback(bar))
+        del nets
+        with VideoWriter(partial, width, height, fps) as writer, \
+                _bar(progress, total=count, desc="decoding", unit="frame") as bar:
+            gen.decode(vae, result, writer, decode_chunk, bar)
+        os.replace(partial, output)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    log.info("wrote %s (%d frames, %dx%d, %s fps)", output, count, width, height, fps)
+    return {"path": output, "frames": count, "width": width, "height": height, "fps": fps, "variant": variant}

@@ -1,0 +1,93 @@
+"""`poseanimate convert`: fp32 pickles -> fp16 safetensors that the loader reads like the originals."""
+
+import os
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import poseanimate
+from conftest import MOORE_TINY
+from poseanimate.cli import main
+from poseanimate.cli.convert import ConvertError, check_file, convert
+
+NETWORKS = ("denoising_unet", "motion_module", "pose_guider", "reference_unet")
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("convert") / "moore-tiny-fp16"
+    return convert(MOORE_TINY, str(out), report=lambda line: None), out
+
+
+def test_folder_converts_every_network_and_checks_it(converted):
+    written, out = converted
+    assert sorted(os.listdir(out)) == [f"{n}.safetensors" for n in NETWORKS]  # tensors.safetensors is no network
+    for name in NETWORKS:
+        source = torch.load(os.path.join(MOORE_TINY, f"{name}.pth"), weights_only=True)
+        result = load_file(out / f"{name}.safetensors")
+        assert result.keys() == source.keys()
+        for k, v in source.items():
+            expected = v if k.endswith(".pos_encoder.pe") else v.half()
+            assert result[k].dtype == expected.dtype and torch.equal(result[k], expected), k
+    total = lambda folder, ext: sum(os.path.getsize(os.path.join(folder, f"{n}{ext}")) for n in NETWORKS)  # noqa: E731
+    assert total(out, ".safetensors") < 0.56 * total(MOORE_TINY, ".pth")
+
+
+def test_converted_folder_loads_and_animates_like_the_original_in_fp16(converted):
+    _, out = converted
+    half = poseanimate.load_models(str(out), device="cpu", dtype=torch.float16)
+    reference = poseanimate.load_models(MOORE_TINY, device="cpu", dtype=torch.float16)
+    assert half.variant == reference.variant == "moore" and half.trained_length == reference.trained_length
+    for a, b in zip((half.reference_net, half.denoising_unet, half.pose_guider),
+                    (reference.reference_net, reference.denoising_unet, reference.pose_guider)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    g = torch.Generator().manual_seed(0)
+    inputs = dict(reference_latents=torch.randn(1, 4, 16, 8, generator=g), image_embeds=torch.randn(1, 32, generator=g),
+                  pose_images=torch.rand(4, 128, 64, 3, generator=g), seed=3, steps=1, cfg=1.0,
+                  context=dict(length=4, overlap=0))
+    a, b = poseanimate.animate(half, **inputs), poseanimate.animate(reference, **inputs)
+    assert torch.isfinite(a).all()
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_shared_storage_is_cloned_and_checked(tmp_path):
+    buffer = torch.randn(1000)
+    sd = {"a.weight": buffer[:600].view(20, 30), "b.weight": buffer[600:].view(4, 100), "c.pos_encoder.pe": buffer[:10],
+          "d.count": torch.arange(5)}
+    torch.save(sd, tmp_path / "shared.pth")
+    (out,) = convert(str(tmp_path / "shared.pth"), report=lambda line: None)
+    assert out == str(tmp_path / "shared.safetensors")
+    result = load_file(out)
+    assert result["a.weight"].dtype == torch.float16 and torch.equal(result["a.weight"], sd["a.weight"].half())
+    assert torch.equal(result["c.pos_encoder.pe"], sd["c.pos_encoder.pe"]) and torch.equal(result["d.count"], sd["d.count"])
+    tampered = dict(sd, **{"b.weight": sd["b.weight"] + 1})
+    with pytest.raises(ConvertError, match="b.weight did not survive"):
+        check_file(out, tampered, torch.float16)
+    save_file({k: v.half().contiguous() for k, v in sd.items() if k != "d.count"}, tmp_path / "short.safetensors")
+    with pytest.raises(ConvertError, match="1 keys missing"):
+        check_file(tmp_path / "short.safetensors", sd, torch.float16)
+
+
+def test_replace_in_place_then_the_folder_still_loads(tmp_path, capsys):
+    folder = tmp_path / "moore"
+    folder.mkdir()
+    for name in NETWORKS:
+        shutil.copy(os.path.join(MOORE_TINY, f"{name}.pth"), folder)
+    assert main(["convert", str(folder), "--replace"]) == 0
+    assert sorted(os.listdir(folder)) == [f"{n}.safetensors" for n in NETWORKS]
+    assert capsys.readouterr().out.count("tensors checked") == 4
+    models = poseanimate.load_models(str(folder), device="cpu", dtype=torch.float32)
+    assert models.variant == "moore"
+
+
+def test_convert_errors_are_one_line(tmp_path, capsys):
+    assert main(["convert", str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("poseanimate convert: error: ") and "no such file or folder" in err and err.count("\n") == 1
+    (tmp_path / "x.safetensors").write_bytes(b"")
+    shutil.copy(os.path.join(MOORE_TINY, "pose_guider.pth"), tmp_path / "x.pth")
+    assert main(["convert", str(tmp_path / "x.pth")]) == 1
+    assert "x.safetensors already exists" in capsys.readouterr().err
