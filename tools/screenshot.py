@@ -1,0 +1,113 @@
+"""Screenshot a workflow in a running ComfyUI with headless Chromium (a developer tool).
+
+    python tools/screenshot.py WORKFLOW.json OUT.png [--url http://127.0.0.1:8188] [--node TYPE]
+
+Opens the ComfyUI page in a fresh browser profile, loads WORKFLOW.json into the canvas with the
+page's ``app.loadGraphData``, waits for it to draw and saves a PNG: the whole window, or with
+``--node`` only the first node of that type (title bar included, zoomed by ``--zoom``). Prints the
+page's errors and failed requests, so a frontend extension that failed to load shows up.
+
+Needs Playwright for Python (``pip install playwright``) and a Chromium; Debian's
+(``apt-get install chromium``) is used by default, no browser download needed.
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+APP = "window.comfyAPI?.app?.app"
+
+LOAD = """async ([workflow, nodeType, zoom]) => {
+  const app = %s;
+  await app.loadGraphData(workflow, true, true, "screenshot");
+  if (!app.graph.nodes.length) return "the workflow loaded no nodes";
+  const node = nodeType && app.graph.nodes.find((n) => n.type === nodeType);
+  if (nodeType && !node) return `no node of type ${nodeType} in the workflow`;
+  if (node) {
+    const ds = app.canvas.ds, [w, h] = [app.canvas.canvas.clientWidth, app.canvas.canvas.clientHeight];
+    ds.scale = zoom;
+    ds.offset = [w / 2 / zoom - node.pos[0] - node.size[0] / 2, h / 2 / zoom - node.pos[1] - node.size[1] / 2];
+  }
+  app.canvas.setDirty(true, true);
+  return null;
+}""" % APP
+
+NODE_RECT = """([nodeType, margin]) => {
+  const app = %s, node = app.graph.nodes.find((n) => n.type === nodeType);
+  const { scale, offset } = app.canvas.ds, box = app.canvas.canvas.getBoundingClientRect();
+  const title = window.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+  return {
+    x: box.left + (node.pos[0] + offset[0]) * scale - margin,
+    y: box.top + (node.pos[1] - title + offset[1]) * scale - margin,
+    width: node.size[0] * scale + 2 * margin,
+    height: (node.size[1] + title) * scale + 2 * margin,
+  };
+}""" % APP
+
+
+def quiet_settings(route):
+    """The user's settings, but with the first-run template browser marked as seen (the page only)."""
+    if route.request.method != "GET":
+        return route.continue_()
+    response = route.fetch()
+    settings = response.json()
+    settings["Comfy.TutorialCompleted"] = True
+    route.fulfill(response=response, json=settings)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("workflow", help="workflow JSON file (the UI format ComfyUI saves)")
+    p.add_argument("out", help="PNG file to write")
+    p.add_argument("--url", default="http://127.0.0.1:8188", help="ComfyUI address (default %(default)s)")
+    p.add_argument("--node", help="only this node type, e.g. PoseAnimateContextWindows")
+    p.add_argument("--zoom", type=float, default=1.5, help="canvas zoom with --node (default %(default)s)")
+    p.add_argument("--size", default="1600x1000", help="window size WxH (default %(default)s)")
+    p.add_argument("--wait", type=float, default=2.0, help="seconds to wait after loading (default %(default)s)")
+    p.add_argument("--chromium", default="/usr/bin/chromium", help="browser executable (default %(default)s)")
+    args = p.parse_args(argv)
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sys.exit("screenshot: Playwright is not installed; run `pip install playwright` (Chromium itself comes "
+                 "from `apt-get install chromium`, see --chromium)")
+    with open(args.workflow) as f:
+        workflow = json.load(f)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+
+    errors = []
+    with sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="comfy-shot-") as profile:
+        browser = pw.chromium.launch_persistent_context(
+            profile, executable_path=args.chromium, headless=True, args=FLAGS,
+            viewport={"width": width, "height": height})
+        page = browser.new_page()
+        page.on("console", lambda m: m.type == "error" and not m.text.startswith("Failed to load resource")
+                and errors.append(m.text))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("response", lambda r: r.status >= 400 and errors.append(f"HTTP {r.status} {r.url}"))
+        page.on("requestfailed", lambda r: errors.append(f"{r.failure} {r.url}"))
+        origin = "/".join(args.url.split("/")[:3])
+        page.route(lambda url: not url.startswith(origin), lambda route: route.abort())  # ComfyUI only
+        page.route("**/api/settings", quiet_settings)
+        page.goto(args.url, wait_until="networkidle", timeout=60_000)
+        page.wait_for_function(f"{APP}?.graph && {APP}?.canvas", timeout=60_000)
+        page.wait_for_timeout(1000)
+        problem = page.evaluate(LOAD, [workflow, args.node, args.zoom])
+        if problem:
+            sys.exit(f"screenshot: {problem} ({args.workflow})")
+        page.wait_for_timeout(args.wait * 1000)
+        clip = page.evaluate(NODE_RECT, [args.node, 12]) if args.node else None
+        page.screenshot(path=args.out, clip=clip)
+        browser.close()
+    for e in errors:
+        print("page error:", e)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
