@@ -4,7 +4,7 @@
 
 Opens the ComfyUI page in a fresh browser profile, loads WORKFLOW.json into the canvas with the
 page's ``app.loadGraphData``, waits for it to draw and saves a PNG: the whole window, or with
-``--node`` only the first node of that type (title bar included, zoomed by ``--zoom``). Prints the
+``--node`` only the first node of that type (title bar included, zoomed by ``--zoom`` or less to fit the window). Prints the
 page's errors and failed requests, so a frontend extension that failed to load shows up.
 
 Needs Playwright for Python (``pip install playwright``) and a Chromium; Debian's
@@ -21,30 +21,27 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 
 APP = "window.comfyAPI?.app?.app"
 
-LOAD = """async ([workflow, nodeType, zoom]) => {
+LOAD = """async ([workflow, nodeType]) => {
   const app = %s;
   await app.loadGraphData(workflow, true, true, "screenshot");
   if (!app.graph.nodes.length) return "the workflow loaded no nodes";
-  const node = nodeType && app.graph.nodes.find((n) => n.type === nodeType);
-  if (nodeType && !node) return `no node of type ${nodeType} in the workflow`;
-  if (node) {
-    const ds = app.canvas.ds, [w, h] = [app.canvas.canvas.clientWidth, app.canvas.canvas.clientHeight];
-    ds.scale = zoom;
-    ds.offset = [w / 2 / zoom - node.pos[0] - node.size[0] / 2, h / 2 / zoom - node.pos[1] - node.size[1] / 2];
-  }
-  app.canvas.setDirty(true, true);
+  if (nodeType && !app.graph.nodes.some((n) => n.type === nodeType)) return `no node of type ${nodeType} in the workflow`;
   return null;
 }""" % APP
 
-NODE_RECT = """([nodeType, margin]) => {
+# Centres the node, zoomed to fit the window, and returns its rectangle on the page (title bar included).
+FOCUS = """([nodeType, zoom, margin]) => {
   const app = %s, node = app.graph.nodes.find((n) => n.type === nodeType);
-  const { scale, offset } = app.canvas.ds, box = app.canvas.canvas.getBoundingClientRect();
-  const title = window.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+  const ds = app.canvas.ds, box = app.canvas.canvas.getBoundingClientRect();
+  const title = window.LiteGraph?.NODE_TITLE_HEIGHT ?? 30, [w, h] = [node.size[0], node.size[1] + title];
+  ds.scale = Math.min(zoom, (0.9 * box.width) / w, (0.9 * box.height) / h);
+  ds.offset = [box.width / 2 / ds.scale - node.pos[0] - w / 2, box.height / 2 / ds.scale - node.pos[1] + title - h / 2];
+  app.canvas.setDirty(true, true);
   return {
-    x: box.left + (node.pos[0] + offset[0]) * scale - margin,
-    y: box.top + (node.pos[1] - title + offset[1]) * scale - margin,
-    width: node.size[0] * scale + 2 * margin,
-    height: (node.size[1] + title) * scale + 2 * margin,
+    x: box.left + (node.pos[0] + ds.offset[0]) * ds.scale - margin,
+    y: box.top + (node.pos[1] - title + ds.offset[1]) * ds.scale - margin,
+    width: w * ds.scale + 2 * margin,
+    height: h * ds.scale + 2 * margin,
   };
 }""" % APP
 
@@ -97,11 +94,14 @@ def main(argv=None):
         page.goto(args.url, wait_until="networkidle", timeout=60_000)
         page.wait_for_function(f"{APP}?.graph && {APP}?.canvas", timeout=60_000)
         page.wait_for_timeout(1000)
-        problem = page.evaluate(LOAD, [workflow, args.node, args.zoom])
+        problem = page.evaluate(LOAD, [workflow, args.node])
         if problem:
             sys.exit(f"screenshot: {problem} ({args.workflow})")
         page.wait_for_timeout(args.wait * 1000)
-        clip = page.evaluate(NODE_RECT, [args.node, 12]) if args.node else None
+        clip = None
+        if args.node:
+            clip = page.evaluate(FOCUS, [args.node, args.zoom, 12])
+            page.wait_for_timeout(500)
         page.screenshot(path=args.out, clip=clip)
         browser.close()
     for e in errors:

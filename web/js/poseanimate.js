@@ -2,17 +2,17 @@
 // for a chosen frame count, and counts the UNet passes of a run. Frontend only: the preview
 // settings are kept in node.properties and never reach the prompt.
 import { app } from "../../../scripts/app.js";
-import { countUnetCalls, countUnetPasses, validate, windowWeights, windows } from "./context_windows.js";
+import { countUnetCalls, countUnetPasses, loops, validate, windowWeights, windows } from "./context_windows.js";
 
 const NODE = "PoseAnimateContextWindows";
 const PREVIEW = [
-  // [name, default, max, tooltip]
-  ["preview frames", 48, 4096, "Frames to preview the windows for (the length of your pose video). Preview only: not sent to the sampler."],
-  ["preview steps", 20, 200, "Sampler steps, to count the UNet passes. Preview only."],
-  ["preview step", 0, 199, "Which step's windows to draw (the uniform schedule moves them every step). Preview only."],
+  // [name, default, min, max, tooltip]
+  ["preview frames", 48, 1, 4096, "Frames to preview the windows for (the length of your pose video). Preview only: not sent to the sampler."],
+  ["preview steps", 20, 1, 200, "Sampler steps, to count the UNet passes. Preview only."],
+  ["preview step", 0, 0, 199, "Which step's windows to draw, from 0 (the uniform schedule shifts them every step). Preview only."],
 ];
 const COLORS = ["#4e9ff5", "#f5a54e", "#5fd17a", "#e86a8e", "#b28cf0", "#e8d65a", "#4fd0cf", "#f07d4f"];
-const FONT = "11px sans-serif";
+const FONT = "11px sans-serif", LINE = 14, PAD = 8, BAR = 30, MAX_ROW = 16, MIN_ROW = 3;
 
 function options(node) {
   const value = (name) => node.widgets?.find((w) => w.name === name)?.value;
@@ -24,12 +24,53 @@ function options(node) {
   };
 }
 
-function text(ctx, str, x, y, color = "#ccc", align = "left") {
-  ctx.fillStyle = color;
-  ctx.textAlign = align;
-  ctx.fillText(str, x, y);
+function wrap(ctx, str, maxW) {
+  const lines = [""];
+  for (const word of str.split(" ")) {
+    const next = lines.at(-1) ? lines.at(-1) + " " + word : word;
+    if (lines.at(-1) && ctx.measureText(next).width > maxW) lines.push(word);
+    else lines[lines.length - 1] = next;
+  }
+  return lines;
 }
 
+function write(ctx, lines, x, y, color) {
+  ctx.fillStyle = color;
+  lines.forEach((line, i) => ctx.fillText(line, x, y + i * LINE));
+  return y + lines.length * LINE;
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+// The texts around the picture, for the frame count and options.
+function describe(opts, frames, steps, step, wins) {
+  const moving = opts.schedule === "uniform";
+  const counts = moving ? Array.from({ length: steps }, (_, s) => windows(frames, opts, s).length) : [wins.length];
+  const lo = Math.min(...counts), hi = Math.max(...counts);
+  const wraps = wins.some((win) => win.some((f, i) => i > 0 && f < win[i - 1]));
+  return {
+    head: `${plural(frames, "frame")} → ${plural(wins.length, "window")} of ${wins[0].length} frames` +
+      (opts.schedule === "static" ? "" : `, closed loop ${loops(opts) ? "on" : "off"}`) +
+      (moving ? `, at step ${step}: uniform windows shift every step.` : ", the same at every step."),
+    legend: `Brighter = more weight (${opts.fuse}).` +
+      (wraps ? " ▸ marks a window that runs past the last frame and wraps to frame 0." : ""),
+    chart: "Each window's share of each frame's fused prediction:",
+    passes: `${countUnetPasses(frames, opts, steps)} UNet passes of ${plural(wins[0].length, "frame")} = ${steps} steps × ` +
+      `${lo === hi ? plural(lo, "window") : `${lo}–${hi} windows (varies by step)`} × 2 for guidance ` +
+      "(cfg > 1; half as many with cfg ≤ 1),",
+    calls: `in ${countUnetCalls(frames, opts, steps)} UNet calls (window_batch ${opts.window_batch}: windows per call, ` +
+      "both guidance branches in the same call).",
+  };
+}
+
+function tickStep(frames, width) {
+  const fit = frames / Math.max(1, width / 40);
+  return [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024].find((s) => s >= fit) ?? 2048;
+}
+
+// Draws the preview into `canvas`; returns the height it wants (12 px rows, 200 px of rows at most).
 function draw(canvas, opts, frames, steps, step) {
   const ctx = canvas.getContext("2d");
   const W = canvas.clientWidth, H = canvas.clientHeight, dpr = window.devicePixelRatio || 1;
@@ -39,73 +80,68 @@ function draw(canvas, opts, frames, steps, step) {
   ctx.fillStyle = "#1b1b1b";
   ctx.fillRect(0, 0, W, H);
   ctx.font = FONT;
-  ctx.textBaseline = "middle";
+  ctx.textBaseline = "top";
+  const x0 = PAD, plotW = W - 2 * PAD, cell = plotW / frames, gap = cell > 4 ? 1 : 0;
   const error = validate(opts);
-  if (error) {
-    text(ctx, "Cannot preview: " + error, 6, 12, "#ff7070");
-    return;
-  }
-  const moving = opts.schedule === "uniform";
+  if (error) return write(ctx, wrap(ctx, "Cannot preview: " + error, plotW), x0, PAD, "#ff7070") + PAD;
+
   const wins = windows(frames, opts, step);
-  const fused = Array.from({ length: frames }, () => []);  // per frame: [window index, weight]
-  wins.forEach((win, k) => {
-    const w = windowWeights(win, frames, opts), last = new Map();
-    win.forEach((f, i) => last.set(f, w[i]));
-    for (const [f, v] of last) fused[f].push([k, v]);
-  });
+  const weights = wins.map((win) => windowWeights(win, frames, opts));
+  const shares = Array.from({ length: frames }, () => new Map());  // frame -> window -> weight (last repeat wins)
+  wins.forEach((win, k) => win.forEach((f, i) => shares[f].set(k, weights[k][i])));
+  const t = describe(opts, frames, steps, step, wins);
+  const lines = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, wrap(ctx, v, plotW)]));
+  const textH = Object.values(lines).reduce((s, l) => s + l.length * LINE, 0);
+  const other = 2 * PAD + textH + BAR + LINE + 20;
+  const rowH = Math.max(MIN_ROW, Math.min(MAX_ROW, (H - other) / wins.length));
 
-  const pad = 6, x0 = pad, plotW = W - 2 * pad, cell = plotW / frames;
-  const header = moving ? `step ${step} of ${steps}: uniform windows move every step` : `same windows every step`;
-  text(ctx, `${frames} frames → ${wins.length} window${wins.length > 1 ? "s" : ""} of ${wins[0].length} frames, ${header}`, x0, 10);
-
-  const chartH = 34, footer = 34, top = 22;
-  const rowsH = Math.max(10, H - top - chartH - footer - 14);
-  const rowH = Math.min(12, rowsH / wins.length);
+  let y = write(ctx, lines.head, x0, PAD, "#ddd") + 4;
   wins.forEach((win, k) => {
-    const y = top + k * rowH, w = windowWeights(win, frames, opts), peak = Math.max(...w);
+    const w = weights[k], peak = Math.max(...w), top = y + k * rowH;
     ctx.fillStyle = COLORS[k % COLORS.length];
     win.forEach((f, i) => {
-      ctx.globalAlpha = 0.25 + 0.75 * (w[i] / peak);
-      ctx.fillRect(x0 + f * cell, y, Math.max(1, cell - (cell > 4 ? 1 : 0)), Math.max(1, rowH - 1));
+      ctx.globalAlpha = 0.2 + 0.8 * (w[i] / peak);
+      ctx.fillRect(x0 + f * cell, top, Math.max(1, cell - gap), Math.max(1, rowH - 1));
     });
     ctx.globalAlpha = 1;
-    for (let i = 1; i < win.length; i++) {
-      if (win[i] < win[i - 1]) {  // wraps past the last frame: arrows out at the right, in at the left
-        ctx.fillStyle = "#fff";
-        ctx.fillText("›", x0 + plotW - 4, y + rowH / 2);
-        ctx.fillText("›", x0 - 5, y + rowH / 2);
-        break;
+    if (win.some((f, i) => i > 0 && f < win[i - 1])) {
+      ctx.fillStyle = "#fff";
+      for (const x of [x0 + plotW + 1, x0 - 7]) {  // out at the right edge, back in at the left
+        ctx.beginPath();
+        ctx.moveTo(x, top);
+        ctx.lineTo(x + 6, top + (rowH - 1) / 2);
+        ctx.lineTo(x, top + rowH - 1);
+        ctx.fill();
       }
     }
   });
+  y = write(ctx, lines.legend, x0, y + wins.length * rowH + 4, "#999") + 4;
+  y = write(ctx, lines.chart, x0, y, "#999");
 
-  const chartTop = top + wins.length * rowH + 6;
-  text(ctx, "share of each window in each frame's fused prediction", x0, chartTop + 5, "#999");
-  const barTop = chartTop + 11, barH = chartH - 11;
-  fused.forEach((parts, f) => {
-    const sum = parts.reduce((s, [, v]) => s + v, 0);
-    if (sum === 0) {
+  for (let f = 0; f < frames; f++) {
+    const parts = [...shares[f]], sum = parts.reduce((s, [, v]) => s + v, 0);
+    let bottom = y + BAR;
+    if (!sum) {  // a frame no window covers: the options are broken
       ctx.fillStyle = "#ff4040";
-      ctx.fillRect(x0 + f * cell, barTop, Math.max(1, cell - 1), barH);
-      return;
+      ctx.fillRect(x0 + f * cell, y, Math.max(1, cell - gap), BAR);
     }
-    let y = barTop + barH;
     for (const [k, v] of parts) {
-      const h = (barH * v) / sum;
       ctx.fillStyle = COLORS[k % COLORS.length];
-      ctx.fillRect(x0 + f * cell, y - h, Math.max(1, cell - (cell > 4 ? 1 : 0)), h);
-      y -= h;
+      ctx.fillRect(x0 + f * cell, bottom - (BAR * v) / sum, Math.max(1, cell - gap), (BAR * v) / sum);
+      bottom -= (BAR * v) / sum;
     }
-  });
-  text(ctx, "0", x0, barTop + barH + 6, "#888");
-  text(ctx, String(frames - 1), x0 + plotW, barTop + barH + 6, "#888", "right");
-
-  const passes = countUnetPasses(frames, opts, steps);
-  const calls = countUnetCalls(frames, opts, steps);
-  const perStep = moving ? "the windows of each step" : `${wins.length} window${wins.length > 1 ? "s" : ""}`;
-  const y = H - footer + 10;
-  text(ctx, `${passes} UNet passes = ${steps} steps × ${perStep} × 2 (cfg > 1; half with cfg ≤ 1)`, x0, y, "#e0e0e0");
-  text(ctx, `in ${calls} UNet calls of up to ${opts.window_batch} window${opts.window_batch > 1 ? "s" : ""} (window_batch)`, x0, y + 15, "#999");
+  }
+  y += BAR + 2;
+  ctx.fillStyle = "#888";
+  for (let f = 0, every = tickStep(frames, plotW); f < frames; f += every) {
+    ctx.fillRect(x0 + (f + 0.5) * cell, y, 1, 3);
+    ctx.textAlign = f === 0 ? "left" : "center";
+    ctx.fillText(String(f), f === 0 ? x0 : x0 + (f + 0.5) * cell, y + 4);
+  }
+  ctx.textAlign = "left";
+  y = write(ctx, lines.passes, x0, y + LINE + 6, "#eee");
+  write(ctx, lines.calls, x0, y, "#999");
+  return other + Math.min(wins.length * 12, 200);
 }
 
 app.registerExtension({
@@ -114,9 +150,8 @@ app.registerExtension({
     if (node.comfyClass !== NODE) return;
     node.properties ??= {};
     const canvas = document.createElement("canvas");
-    canvas.style.width = "100%";
-    canvas.style.height = "100%";
-    let key = "";
+    Object.assign(canvas.style, { width: "100%", height: "100%", display: "block" });
+    let key = "", needed = 220;
     const refresh = () => {
       const p = node.properties;
       const frames = Math.max(1, Math.round(p["preview frames"]));
@@ -126,14 +161,17 @@ app.registerExtension({
       const next = JSON.stringify([opts, frames, steps, step, canvas.clientWidth, canvas.clientHeight]);
       if (next === key || !canvas.clientWidth) return;
       key = next;
-      draw(canvas, opts, frames, steps, step);
+      needed = draw(canvas, opts, frames, steps, step);
+      if (needed > canvas.clientHeight + 1) {  // grow the node to fit the text and rows (never shrink it)
+        node.setSize([node.size[0], node.size[1] + needed - canvas.clientHeight]);
+        node.setDirtyCanvas(true, true);
+      }
     };
-    for (const [name, value, max, tooltip] of PREVIEW) {
+    for (const [name, value, min, max, tooltip] of PREVIEW) {
       node.properties[name] ??= value;
       const widget = node.addWidget("number", name, node.properties[name], (v) => {
         node.properties[name] = v;
-        refresh();
-      }, { min: 0, max, step: 10, step2: 1, round: 1, precision: 0, serialize: false });
+      }, { min, max, step: 10, step2: 1, round: 1, precision: 0, serialize: false });
       widget.serialize = false;
       widget.tooltip = tooltip;
     }
@@ -146,9 +184,10 @@ app.registerExtension({
       };
     }
     const preview = node.addDOMWidget("context preview", "poseanimate_context_preview", canvas, {
-      serialize: false, hideOnZoom: false, getMinHeight: () => 200, onDraw: refresh,
+      serialize: false, hideOnZoom: false, getMinHeight: () => needed, onDraw: refresh,
     });
     preview.serialize = false;
+    new ResizeObserver(refresh).observe(canvas);
     const onConfigure = node.onConfigure;
     node.onConfigure = function (...args) {
       const r = onConfigure?.apply(this, args);
@@ -159,6 +198,6 @@ app.registerExtension({
       refresh();
       return r;
     };
-    node.setSize([Math.max(node.size[0], 420), node.computeSize()[1]]);
+    node.setSize([Math.max(node.size[0], 440), node.computeSize()[1]]);
   },
 });
