@@ -1,11 +1,11 @@
 """Screenshot a workflow in a running ComfyUI with headless Chromium (a developer tool).
 
-    python tools/screenshot.py WORKFLOW.json OUT.png [--url http://127.0.0.1:8188] [--node TYPE]
+    python tools/screenshot.py WORKFLOW.json OUT.png [--url http://127.0.0.1:8188] [--node TYPE | --fit]
 
 Opens the ComfyUI page in a fresh browser profile, loads WORKFLOW.json into the canvas with the
-page's ``app.loadGraphData``, waits for it to draw and saves a PNG: the whole window, or with
-``--node`` only the first node of that type (title bar included, zoomed by ``--zoom`` or less to fit the window). Prints the
-page's errors and failed requests, so a frontend extension that failed to load shows up.
+page's ``app.loadGraphData``, waits for it to draw and saves a PNG: the whole window (``--fit``:
+zoomed to show every node) or, with ``--node``, the first node of that type. Prints the page's
+errors and failed requests, so a frontend extension that failed to load shows up.
 
 Needs Playwright for Python (``pip install playwright``) and a Chromium; Debian's
 (``apt-get install chromium``) is used by default, no browser download needed.
@@ -29,17 +29,21 @@ LOAD = """async ([workflow, nodeType]) => {
   return null;
 }""" % APP
 
-# Centres the node, zoomed to fit the window, and returns its rectangle on the page (title bar included).
+# Centres the nodes (all, or the first of a type), zoomed to fit the window (at most `zoom`),
+# and returns their rectangle on the page, title bars included.
 FOCUS = """([nodeType, zoom, margin]) => {
-  const app = %s, node = app.graph.nodes.find((n) => n.type === nodeType);
+  const app = %s, title = window.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+  const nodes = nodeType ? [app.graph.nodes.find((n) => n.type === nodeType)] : app.graph.nodes;
+  const left = Math.min(...nodes.map((n) => n.pos[0])), top = Math.min(...nodes.map((n) => n.pos[1] - title));
+  const w = Math.max(...nodes.map((n) => n.pos[0] + n.size[0])) - left;
+  const h = Math.max(...nodes.map((n) => n.pos[1] + n.size[1])) - top;
   const ds = app.canvas.ds, box = app.canvas.canvas.getBoundingClientRect();
-  const title = window.LiteGraph?.NODE_TITLE_HEIGHT ?? 30, [w, h] = [node.size[0], node.size[1] + title];
-  ds.scale = Math.min(zoom, (0.9 * box.width) / w, (0.9 * box.height) / h);
-  ds.offset = [box.width / 2 / ds.scale - node.pos[0] - w / 2, box.height / 2 / ds.scale - node.pos[1] + title - h / 2];
+  ds.scale = Math.min(zoom, (0.95 * box.width) / w, (0.95 * box.height) / h);
+  ds.offset = [box.width / 2 / ds.scale - left - w / 2, box.height / 2 / ds.scale - top - h / 2];
   app.canvas.setDirty(true, true);
   return {
-    x: box.left + (node.pos[0] + ds.offset[0]) * ds.scale - margin,
-    y: box.top + (node.pos[1] - title + ds.offset[1]) * ds.scale - margin,
+    x: box.left + (left + ds.offset[0]) * ds.scale - margin,
+    y: box.top + (top + ds.offset[1]) * ds.scale - margin,
     width: w * ds.scale + 2 * margin,
     height: h * ds.scale + 2 * margin,
   };
@@ -47,12 +51,12 @@ FOCUS = """([nodeType, zoom, margin]) => {
 
 
 def quiet_settings(route):
-    """The user's settings, but with the first-run template browser marked as seen (the page only)."""
+    """The user's settings, without the first-run template browser and the minimap (for this page only)."""
     if route.request.method != "GET":
         return route.continue_()
     response = route.fetch()
     settings = response.json()
-    settings["Comfy.TutorialCompleted"] = True
+    settings.update({"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False})
     route.fulfill(response=response, json=settings)
 
 
@@ -62,7 +66,8 @@ def main(argv=None):
     p.add_argument("out", help="PNG file to write")
     p.add_argument("--url", default="http://127.0.0.1:8188", help="ComfyUI address (default %(default)s)")
     p.add_argument("--node", help="only this node type, e.g. PoseAnimateContextWindows")
-    p.add_argument("--zoom", type=float, default=1.5, help="canvas zoom with --node (default %(default)s)")
+    p.add_argument("--fit", action="store_true", help="zoom and centre the canvas on all nodes (else the workflow's own view)")
+    p.add_argument("--zoom", type=float, default=1.5, help="largest canvas zoom with --node or --fit (default %(default)s)")
     p.add_argument("--size", default="1600x1000", help="window size WxH (default %(default)s)")
     p.add_argument("--wait", type=float, default=2.0, help="seconds to wait after loading (default %(default)s)")
     p.add_argument("--chromium", default="/usr/bin/chromium", help="browser executable (default %(default)s)")
@@ -99,8 +104,9 @@ def main(argv=None):
             sys.exit(f"screenshot: {problem} ({args.workflow})")
         page.wait_for_timeout(args.wait * 1000)
         clip = None
-        if args.node:
-            clip = page.evaluate(FOCUS, [args.node, args.zoom, 12])
+        if args.node or args.fit:
+            rect = page.evaluate(FOCUS, [args.node, args.zoom, 12])
+            clip = rect if args.node else None
             page.wait_for_timeout(500)
         page.screenshot(path=args.out, clip=clip)
         browser.close()
