@@ -16,7 +16,7 @@ const results = JSON.parse(readFileSync(casesPath, "utf8")).cases.map(({ frames,
     perStep.push({
       windows: wins,
       weights: wins.map((w) => cw.windowWeights(w, frames, options)),
-      frame_weights: cw.frameWeights(frames, options, step),
+      frame_weights: cw.frameShares(frames, options, step).map((m) => [...m.values()].reduce((a, b) => a + b, 0)),
     });
   }
   return {

@@ -89,16 +89,15 @@ export function windowWeights(window, numFrames, opts) {
   return w;
 }
 
-// Each frame's summed weight over the windows of one step (the divisor of the fusion). A frame
-// listed twice in one strided window counts once there, as in the engine's indexed update.
-export function frameWeights(numFrames, opts, step = 0) {
-  const total = new Array(numFrames).fill(0);
-  for (const win of windows(numFrames, opts, step)) {
-    const w = windowWeights(win, numFrames, opts), last = new Map();
-    win.forEach((f, i) => last.set(f, w[i]));
-    for (const [f, v] of last) total[f] += v;
-  }
-  return total;
+// Per frame, the weight each window of one step gives it in the fusion: Map(window index -> weight).
+// A frame listed twice in one strided window keeps the last, as in the engine's indexed update.
+export function frameShares(numFrames, opts, step = 0) {
+  const shares = Array.from({ length: numFrames }, () => new Map());
+  windows(numFrames, opts, step).forEach((win, k) => {
+    const w = windowWeights(win, numFrames, opts);
+    win.forEach((f, i) => shares[f].set(k, w[i]));
+  });
+  return shares;
 }
 
 // Window evaluations over a run (each a UNet pass of `length` frames), x2 with guidance (cfg > 1).

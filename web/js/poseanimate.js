@@ -2,7 +2,7 @@
 // for a chosen frame count, and counts the UNet passes of a run. Frontend only: the preview
 // settings are kept in node.properties and never reach the prompt.
 import { app } from "../../../scripts/app.js";
-import { countUnetCalls, countUnetPasses, loops, validate, windowWeights, windows } from "./context_windows.js";
+import { countUnetCalls, countUnetPasses, frameShares, loops, validate, windowWeights, windows } from "./context_windows.js";
 
 const NODE = "PoseAnimateContextWindows";
 const PREVIEW = [
@@ -87,8 +87,7 @@ function draw(canvas, opts, frames, steps, step) {
 
   const wins = windows(frames, opts, step);
   const weights = wins.map((win) => windowWeights(win, frames, opts));
-  const shares = Array.from({ length: frames }, () => new Map());  // frame -> window -> weight (last repeat wins)
-  wins.forEach((win, k) => win.forEach((f, i) => shares[f].set(k, weights[k][i])));
+  const shares = frameShares(frames, opts, step);
   const t = describe(opts, frames, steps, step, wins);
   const lines = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, wrap(ctx, v, plotW)]));
   const textH = Object.values(lines).reduce((s, l) => s + l.length * LINE, 0);
