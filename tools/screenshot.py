@@ -25,7 +25,7 @@ LOAD = """async ([workflow, nodeType]) => {
   const app = %s;
   await app.loadGraphData(workflow, true, true, "screenshot");
   if (!app.graph.nodes.length) return "the workflow loaded no nodes";
-  if (nodeType && !app.graph.nodes.some((n) => n.type === nodeType)) return `no node of type ${nodeType} in the workflow`;
+  if (nodeType && !app.graph.nodes.some((n) => n.type === nodeType)) return `no ${nodeType} node in the workflow`;
   return null;
 }""" % APP
 
@@ -66,8 +66,10 @@ def main(argv=None):
     p.add_argument("out", help="PNG file to write")
     p.add_argument("--url", default="http://127.0.0.1:8188", help="ComfyUI address (default %(default)s)")
     p.add_argument("--node", help="only this node type, e.g. PoseAnimateContextWindows")
-    p.add_argument("--fit", action="store_true", help="zoom and centre the canvas on all nodes (else the workflow's own view)")
-    p.add_argument("--zoom", type=float, default=1.5, help="largest canvas zoom with --node or --fit (default %(default)s)")
+    p.add_argument("--fit", action="store_true",
+                   help="zoom and centre the canvas on all nodes (else the workflow's own view)")
+    p.add_argument("--zoom", type=float, default=1.5,
+                   help="largest canvas zoom with --node or --fit (default %(default)s)")
     p.add_argument("--size", default="1600x1000", help="window size WxH (default %(default)s)")
     p.add_argument("--wait", type=float, default=2.0, help="seconds to wait after loading (default %(default)s)")
     p.add_argument("--chromium", default="/usr/bin/chromium", help="browser executable (default %(default)s)")

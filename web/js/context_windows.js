@@ -7,7 +7,8 @@ export const SCHEDULES = ["static", "uniform", "looped", "moore"];
 export const FUSES = ["flat", "pyramid", "overlap-linear"];
 
 export function validate(opts) {
-  if (!SCHEDULES.includes(opts.schedule)) return `unknown context schedule '${opts.schedule}'; valid schedules: ${SCHEDULES.join(", ")}`;
+  if (!SCHEDULES.includes(opts.schedule))
+    return `unknown context schedule '${opts.schedule}'; valid schedules: ${SCHEDULES.join(", ")}`;
   if (!FUSES.includes(opts.fuse)) return `unknown fuse method '${opts.fuse}'; valid methods: ${FUSES.join(", ")}`;
   if (opts.length < 1) return `context length must be at least 1, got ${opts.length}`;
   if (!(opts.overlap >= 0 && opts.overlap < opts.length))

@@ -2,14 +2,16 @@
 // for a chosen frame count, and counts the UNet passes of a run. Frontend only: the preview
 // settings are kept in node.properties and never reach the prompt.
 import { app } from "../../../scripts/app.js";
-import { countUnetCalls, countUnetPasses, frameShares, loops, validate, windowWeights, windows } from "./context_windows.js";
+import {
+  countUnetCalls, countUnetPasses, frameShares, loops, validate, windowWeights, windows,
+} from "./context_windows.js";
 
 const NODE = "PoseAnimateContextWindows";
 const PREVIEW = [
-  // [name, default, min, max, tooltip]
-  ["preview frames", 48, 1, 4096, "Frames to preview the windows for (the length of your pose video). Preview only: not sent to the sampler."],
+  // [name, default, min, max, tooltip]; "Preview only": kept in node.properties, not sent to the sampler.
+  ["preview frames", 48, 1, 4096, "Frames to preview the windows for (the length of your pose video). Preview only."],
   ["preview steps", 20, 1, 200, "Sampler steps, to count the UNet passes. Preview only."],
-  ["preview step", 0, 0, 199, "Which step's windows to draw, from 0 (the uniform schedule shifts them every step). Preview only."],
+  ["preview step", 0, 0, 199, "Which step's windows to draw, from 0 (uniform windows shift every step). Preview only."],
 ];
 const COLORS = ["#4e9ff5", "#f5a54e", "#5fd17a", "#e86a8e", "#b28cf0", "#e8d65a", "#4fd0cf", "#f07d4f"];
 const FONT = "11px sans-serif", LINE = 14, PAD = 8, BAR = 30, MAX_ROW = 16, MIN_ROW = 3;
@@ -51,17 +53,17 @@ function describe(opts, frames, steps, step, wins) {
   const lo = Math.min(...counts), hi = Math.max(...counts);
   const wraps = wins.some((win) => win.some((f, i) => i > 0 && f < win[i - 1]));
   return {
-    head: `${plural(frames, "frame")} → ${plural(wins.length, "window")} of ${wins[0].length} frames` +
+    head: `${plural(frames, "frame")} → ${plural(wins.length, "window")} of ${plural(wins[0].length, "frame")}` +
       (opts.schedule === "static" ? "" : `, closed loop ${loops(opts) ? "on" : "off"}`) +
       (moving ? `, at step ${step}: uniform windows shift every step.` : ", the same at every step."),
     legend: `Brighter = more weight (${opts.fuse}).` +
       (wraps ? " ▸ marks a window that runs past the last frame and wraps to frame 0." : ""),
     chart: "Each window's share of each frame's fused prediction:",
-    passes: `${countUnetPasses(frames, opts, steps)} UNet passes of ${plural(wins[0].length, "frame")} = ${steps} steps × ` +
-      `${lo === hi ? plural(lo, "window") : `${lo}–${hi} windows (varies by step)`} × 2 for guidance ` +
-      "(cfg > 1; half as many with cfg ≤ 1),",
-    calls: `in ${countUnetCalls(frames, opts, steps)} UNet calls (window_batch ${opts.window_batch}: windows per call, ` +
-      "both guidance branches in the same call).",
+    passes: `${countUnetPasses(frames, opts, steps)} UNet passes of ${plural(wins[0].length, "frame")} = ` +
+      `${plural(steps, "step")} × ${lo === hi ? plural(lo, "window") : `${lo}–${hi} windows (varies by step)`} ` +
+      "× 2 for guidance (cfg > 1; half as many with cfg ≤ 1),",
+    calls: `in ${countUnetCalls(frames, opts, steps)} UNet calls (window_batch ${opts.window_batch}: windows per ` +
+      "call, both guidance branches in the same call).",
   };
 }
 
@@ -134,8 +136,8 @@ function draw(canvas, opts, frames, steps, step) {
   ctx.fillStyle = "#888";
   for (let f = 0, every = tickStep(frames, plotW); f < frames; f += every) {
     ctx.fillRect(x0 + (f + 0.5) * cell, y, 1, 3);
-    ctx.textAlign = f === 0 ? "left" : "center";
-    ctx.fillText(String(f), f === 0 ? x0 : x0 + (f + 0.5) * cell, y + 4);
+    ctx.textAlign = "center";
+    ctx.fillText(String(f), Math.max(x0 + 3, x0 + (f + 0.5) * cell), y + 4);
   }
   ctx.textAlign = "left";
   y = write(ctx, lines.passes, x0, y + LINE + 6, "#eee");
