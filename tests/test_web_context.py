@@ -28,12 +28,16 @@ def case_id(case):
             f"-loop{o['closed_loop']}-b{o['window_batch']}")
 
 
-@pytest.fixture(scope="module")
-def js_results():
+def node_or_skip():
     node = shutil.which("node")
     if node is None:
-        pytest.skip("node is not installed: the JS context-window module cannot be run")
-    out = subprocess.run([node, RUNNER, MODULE, CASES], capture_output=True, text=True, timeout=120)
+        pytest.skip("node is not installed: the web extension's JavaScript cannot be run")
+    return node
+
+
+@pytest.fixture(scope="module")
+def js_results():
+    out = subprocess.run([node_or_skip(), RUNNER, MODULE, CASES], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -45,6 +49,13 @@ def frame_weights(frames, opts, wins):
         idx = torch.tensor(window)
         wsum[idx] = wsum[idx] + window_weights(window, frames, opts)
     return wsum
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(ROOT, "web", "js"))))
+def test_web_files_parse(name):
+    out = subprocess.run([node_or_skip(), "--check", os.path.join(ROOT, "web", "js", name)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
 
 
 def test_cases_cover_the_options():
