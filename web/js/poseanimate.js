@@ -14,7 +14,7 @@ const PREVIEW = [
   ["preview step", 0, 0, 199, "Which step's windows to draw, from 0 (uniform windows shift every step). Preview only."],
 ];
 const COLORS = ["#4e9ff5", "#f5a54e", "#5fd17a", "#e86a8e", "#b28cf0", "#e8d65a", "#4fd0cf", "#f07d4f"];
-const FONT = "11px sans-serif", LINE = 14, PAD = 8, BAR = 30, MAX_ROW = 16, MIN_ROW = 3;
+const FONT = "11px sans-serif", LINE = 14, PAD = 6, BAR = 24, MAX_ROW = 14, MIN_ROW = 2;
 
 function options(node) {
   const value = (name) => node.widgets?.find((w) => w.name === name)?.value;
@@ -53,17 +53,15 @@ function describe(opts, frames, steps, step, wins) {
   const lo = Math.min(...counts), hi = Math.max(...counts);
   const wraps = wins.some((win) => win.some((f, i) => i > 0 && f < win[i - 1]));
   return {
-    head: `${plural(frames, "frame")} → ${plural(wins.length, "window")} of ${plural(wins[0].length, "frame")}` +
+    head: `${plural(frames, "frame")} → ${plural(wins.length, "window")} of ${wins[0].length}` +
       (opts.schedule === "static" ? "" : `, closed loop ${loops(opts) ? "on" : "off"}`) +
-      (moving ? `, at step ${step}: uniform windows shift every step.` : ", the same at every step."),
-    legend: `Brighter = more weight (${opts.fuse}).` +
-      (wraps ? " ▸ marks a window that runs past the last frame and wraps to frame 0." : ""),
-    chart: "Each window's share of each frame's fused prediction:",
-    passes: `${countUnetPasses(frames, opts, steps)} UNet passes of ${plural(wins[0].length, "frame")} = ` +
-      `${plural(steps, "step")} × ${lo === hi ? plural(lo, "window") : `${lo}–${hi} windows (varies by step)`} ` +
-      "× 2 for guidance (cfg > 1; half as many with cfg ≤ 1),",
-    calls: `in ${countUnetCalls(frames, opts, steps)} UNet calls (window_batch ${opts.window_batch}: windows per ` +
-      "call, both guidance branches in the same call).",
+      (moving ? `; step ${step} shown: uniform windows shift every step.` : "; the same every step."),
+    legend: `Brighter = more weight (${opts.fuse}).` + (wraps ? " ▸ wraps past the last frame to frame 0." : ""),
+    chart: "Each window's share of each frame:",
+    passes: `${countUnetPasses(frames, opts, steps)} UNet passes = ${plural(steps, "step")} × ` +
+      `${lo === hi ? plural(lo, "window") : `${lo}–${hi} windows`} × 2 (cfg > 1; half with cfg ≤ 1)`,
+    calls: `= ${countUnetCalls(frames, opts, steps)} UNet calls: up to ${plural(opts.window_batch, "window")} ` +
+      "per call (window_batch), both guidance branches together.",
   };
 }
 
@@ -72,7 +70,7 @@ function tickStep(frames, width) {
   return [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024].find((s) => s >= fit) ?? 2048;
 }
 
-// Draws the preview into `canvas`; returns the height it wants (12 px rows, 200 px of rows at most).
+// Draws the preview into `canvas`; returns the height it wants (10 px rows, 120 px of rows at most).
 function draw(canvas, opts, frames, steps, step) {
   const ctx = canvas.getContext("2d");
   const W = canvas.clientWidth, H = canvas.clientHeight, dpr = window.devicePixelRatio || 1;
@@ -142,7 +140,7 @@ function draw(canvas, opts, frames, steps, step) {
   ctx.textAlign = "left";
   y = write(ctx, lines.passes, x0, y + LINE + 6, "#eee");
   write(ctx, lines.calls, x0, y, "#999");
-  return other + Math.min(wins.length * 12, 200);
+  return other + Math.min(wins.length * 10, 120);
 }
 
 app.registerExtension({
@@ -152,7 +150,7 @@ app.registerExtension({
     node.properties ??= {};
     const canvas = document.createElement("canvas");
     Object.assign(canvas.style, { width: "100%", height: "100%", display: "block" });
-    let key = "", needed = 220;
+    let key = "", needed = 180;
     const refresh = () => {
       const p = node.properties;
       const frames = Math.max(1, Math.round(p["preview frames"]));
