@@ -71,9 +71,9 @@ function tickStep(frames, width) {
 }
 
 // Draws the preview into `canvas`; returns the height it wants (10 px rows, 120 px of rows at most).
-function draw(canvas, opts, frames, steps, step) {
+function draw(canvas, dpr, opts, frames, steps, step) {
   const ctx = canvas.getContext("2d");
-  const W = canvas.clientWidth, H = canvas.clientHeight, dpr = window.devicePixelRatio || 1;
+  const W = canvas.clientWidth, H = canvas.clientHeight;
   canvas.width = Math.max(1, Math.round(W * dpr));
   canvas.height = Math.max(1, Math.round(H * dpr));
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
@@ -157,10 +157,11 @@ app.registerExtension({
       const steps = Math.max(1, Math.round(p["preview steps"]));
       const step = Math.min(steps - 1, Math.max(0, Math.round(p["preview step"])));
       const opts = options(node);
-      const next = JSON.stringify([opts, frames, steps, step, canvas.clientWidth, canvas.clientHeight]);
+      const dpr = (window.devicePixelRatio || 1) * (app.canvas?.ds?.scale ?? 1);  // sharp at any canvas zoom
+      const next = JSON.stringify([opts, frames, steps, step, canvas.clientWidth, canvas.clientHeight, dpr]);
       if (next === key || !canvas.clientWidth) return;
       key = next;
-      needed = draw(canvas, opts, frames, steps, step);
+      needed = draw(canvas, dpr, opts, frames, steps, step);
       if (needed > canvas.clientHeight + 1) {  // grow the node to fit the text and rows (never shrink it)
         node.setSize([node.size[0], node.size[1] + needed - canvas.clientHeight]);
         node.setDirtyCanvas(true, true);
