@@ -29,17 +29,18 @@ LOAD = """async ([workflow, nodeType]) => {
   return null;
 }""" % APP
 
-# Centres the nodes (all, or the first of a type), zoomed to fit the window (at most `zoom`),
-# and returns their rectangle on the page, title bars included.
+# Centres the nodes (all, with their groups, or the first of a type) below the menu bars, zoomed to fit
+# (at most `zoom`), and returns their rectangle on the page, title bars included.
 FOCUS = """([nodeType, zoom, margin]) => {
-  const app = %s, title = window.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+  const app = %s, title = window.LiteGraph?.NODE_TITLE_HEIGHT ?? 30, bars = 90;
   const nodes = nodeType ? [app.graph.nodes.find((n) => n.type === nodeType)] : app.graph.nodes;
-  const left = Math.min(...nodes.map((n) => n.pos[0])), top = Math.min(...nodes.map((n) => n.pos[1] - title));
-  const w = Math.max(...nodes.map((n) => n.pos[0] + n.size[0])) - left;
-  const h = Math.max(...nodes.map((n) => n.pos[1] + n.size[1])) - top;
-  const ds = app.canvas.ds, box = app.canvas.canvas.getBoundingClientRect();
-  ds.scale = Math.min(zoom, (0.95 * box.width) / w, (0.95 * box.height) / h);
-  ds.offset = [box.width / 2 / ds.scale - left - w / 2, box.height / 2 / ds.scale - top - h / 2];
+  const boxes = nodes.map((n) => [n.pos[0], n.pos[1] - title, n.size[0], n.size[1] + title]);
+  if (!nodeType) boxes.push(...(app.graph.groups ?? []).map((g) => [g.pos[0], g.pos[1], g.size[0], g.size[1]]));
+  const left = Math.min(...boxes.map((b) => b[0])), top = Math.min(...boxes.map((b) => b[1]));
+  const w = Math.max(...boxes.map((b) => b[0] + b[2])) - left, h = Math.max(...boxes.map((b) => b[1] + b[3])) - top;
+  const ds = app.canvas.ds, box = app.canvas.canvas.getBoundingClientRect(), free = box.height - bars;
+  ds.scale = Math.min(zoom, (0.96 * box.width) / w, (0.96 * free) / h);
+  ds.offset = [box.width / 2 / ds.scale - left - w / 2, (bars + free / 2) / ds.scale - top - h / 2];
   app.canvas.setDirty(true, true);
   return {
     x: box.left + (left + ds.offset[0]) * ds.scale - margin,
