@@ -48,9 +48,15 @@ def encode_reference(reference_net, reference_latents, image_embeds, *, device=N
     device = device or reference_net.conv_in.weight.device
     dtype = dtype or reference_net.dtype
     context = _embeds(image_embeds, reference_net.config.cross_attention_dim, device, dtype)
+    lat = lat.to(device=device, dtype=dtype)
+    h, w = lat.shape[-2:]
+    for _ in reference_net.config.block_out_channels[1:]:
+        h, w = (h + 1) // 2, (w + 1) // 2
+    rows = 2 if h * w == 1 else 1  # torch's GroupNorm refuses one value per group; the copy is identical
     state = AttentionState(frames=1, capture={})
-    reference_net(lat.to(device=device, dtype=dtype), 0, context, state)
-    return ReferenceFeatures(tokens=state.capture, image_embeds=context[:, 0])
+    reference_net(lat.expand(rows, -1, -1, -1), 0, context.expand(rows, -1, -1), state)
+    tokens = {i: t[:1] for i, t in state.capture.items()}
+    return ReferenceFeatures(tokens=tokens, image_embeds=context[:, 0])
 
 
 @torch.inference_mode()
