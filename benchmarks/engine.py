@@ -23,14 +23,13 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import poseanimate  # noqa: E402
-from poseanimate.models.loading import AnimateModels  # noqa: E402
+from poseanimate.models.loading import DTYPES, AnimateModels  # noqa: E402
 from poseanimate.models.pose_guider import PoseGuider  # noqa: E402
 from poseanimate.models.unet import UNet, UNetConfig  # noqa: E402
 from poseanimate.sampling.context import ContextOptions, count_unet_passes  # noqa: E402
 from poseanimate.sampling.engine import encode_poses, encode_reference, make_noise, sample  # noqa: E402
 
 TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data", "parity", "moore-tiny")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def full_size_models(device, dtype):

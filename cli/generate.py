@@ -5,8 +5,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..models.loading import default_device, default_dtype
-from ..sampling.context import ContextOptions, windows
+from ..models.loading import DTYPES, default_device, default_dtype
 from ..sampling.engine import VAE_SCALE
 from .pipeline import JobError
 
@@ -23,8 +22,7 @@ def torch_settings(device, dtype):
         raise JobError(f"--device {device} is not a device torch knows ({e})") from e
     if device.type == "cuda" and not torch.cuda.is_available():
         raise JobError("--device cuda: torch sees no CUDA GPU here; use --device cpu")
-    dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-    return device, dtypes.get(dtype) or default_dtype(device)
+    return device, DTYPES.get(dtype) or default_dtype(device)
 
 
 def load_vae(folder, device, dtype):
@@ -105,7 +103,3 @@ class ProgressCallback:
             self.bar.update(event["window"] - self.done.get(step, 0))
             self.done[step] = event["window"]
 
-
-def window_count(frames, context, steps):
-    opts = ContextOptions.from_dict(context)
-    return sum(len(windows(frames, opts, s, steps)) for s in range(steps))

@@ -272,6 +272,7 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
                                        smooth=smooth, fps=fps, progress=progress)
 
         from ..models.loading import load_models
+        from ..sampling.context import ContextOptions, count_unet_passes
         from ..sampling.engine import animate
         from . import generate as gen
 
@@ -296,7 +297,8 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
         count = pose_images.shape[0]
         scheduler = {k: v for k, v in (("sampler", sampler), ("beta_schedule", beta_schedule)) if v is not None}
         log.info("animating %d frames at %dx%d, %d steps, cfg %s, seed %d", count, width, height, steps, cfg, seed)
-        with _bar(progress, total=gen.window_count(count, context, steps), desc="denoising", unit="window") as bar:
+        windows = count_unet_passes(count, ContextOptions.from_dict(context), steps, guidance=False)
+        with _bar(progress, total=windows, desc="denoising", unit="window") as bar:
             result = animate(nets, reference_latents=latents, image_embeds=embeds,
                              pose_images=gen.pose_tensor(pose_images, dtype), seed=seed,
                              steps=steps, cfg=cfg, scheduler=scheduler, context=context,

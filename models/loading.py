@@ -31,6 +31,7 @@ DOWNLOADS = {
                 "denoising_unet.pth, motion_module.pth, pose_guider.pth)",
 }
 TRAINED_LENGTH = {"moore": 24, "musepose": 128}
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 _PE_SUFFIX = ".pos_encoder.pe"
 
 

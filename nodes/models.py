@@ -2,17 +2,15 @@
 
 import comfy.model_management as mm
 import comfy.ops
-import torch
 from comfy.ldm.modules.attention import optimized_attention
 from comfy.model_patcher import ModelPatcher
 from comfy_api.latest import io
 
 from ..models.attention import set_attention
-from ..models.loading import CheckpointError, build_models, resolve_files
+from ..models.loading import DTYPES, CheckpointError, build_models, resolve_files
 from ..sampling.engine import VAE_SCALE, encode_poses, encode_reference
 from . import common
 
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 POSE_CHUNK = 16
 
 
