@@ -10,33 +10,10 @@ import torch
 from PIL import Image
 
 from conftest import MOORE_TINY
-from poseanimate.pose import standin
+from tiny_models import write_dwpose
 
 NETWORK_FILES = ("reference_unet.pth", "denoising_unet.pth", "motion_module.pth", "pose_guider.pth")
 PERSON_COLOR = (255, 0, 0)  # the stand-in detector boxes bright pixels of channel 2 in BGR order: red
-
-# A standing person in the pose model's 288x384 crop (pixels): COCO-WholeBody's 17 body points,
-# 6 feet, 68 face and 2 x 21 hand points; the stand-in emits peaks at twice these (SimCC bins).
-_BODY = [(144, 70), (136, 62), (152, 62), (128, 66), (160, 66), (114, 110), (174, 110), (104, 160), (184, 160),
-         (98, 205), (190, 205), (124, 210), (164, 210), (122, 270), (166, 270), (120, 330), (168, 330)]
-_FEET = [(112, 340), (104, 342), (118, 338), (176, 340), (184, 342), (170, 338)]
-
-
-def _cluster(x, y, n, spread):
-    angles = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    return [(x + spread * np.cos(a), y + spread * np.sin(a)) for a in angles]
-
-
-def pose_points():
-    points = _BODY + _FEET + _cluster(144, 70, 68, 10) + _cluster(98, 215, 21, 8) + _cluster(190, 215, 21, 8)
-    return np.round(np.array(points) * standin.SPLIT).astype(int)
-
-
-def write_dwpose(folder):
-    os.makedirs(folder, exist_ok=True)
-    bins = pose_points()
-    standin.build_detector(os.path.join(folder, "yolox_l.onnx"), [standin.ChannelBox(2)])
-    standin.build_pose_model(os.path.join(folder, "dw-ll_ucoco_384.onnx"), "fixed", bins_x=bins[:, 0], bins_y=bins[:, 1])
 
 
 def write_vae(folder):
