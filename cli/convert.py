@@ -1,9 +1,9 @@
 """Released fp32 pickles -> half-precision safetensors, checked tensor by tensor.
 
 Every floating-point tensor is copied (a MusePose file's tensors are views of one buffer, which
-safetensors cannot store) and cast; AnimateDiff's ``pos_encoder.pe`` tables stay float32 (the
-loader checks them against the sinusoid to 1e-4, finer than float16 resolves, and regenerates them
-anyway). After writing, the file is read back and every key must be there with the source's
+safetensors cannot store) and cast; AnimateDiff's ``pos_encoder.pe`` tables stay float32 (a few
+KB; the files keep the exact sinusoid, which the loader checks and then regenerates; it accepts
+float16-rounded tables too). After writing, the file is read back and every key must be there with the source's
 shape and exactly the source's value cast to the new dtype.
 """
 
