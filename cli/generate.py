@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..models.loading import DTYPES, default_device, default_dtype
+from ..models.loading import default_device, device_problem, get_dtype
 from ..sampling.engine import VAE_SCALE
 from .pipeline import JobError
 
@@ -16,13 +16,18 @@ CLIP_SIZE = 224
 
 
 def torch_settings(device, dtype):
-    try:
-        device = default_device() if device in (None, "auto") else torch.device(device)
-    except RuntimeError as e:
-        raise JobError(f"--device {device} is not a device torch knows ({e})") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise JobError("--device cuda: torch sees no CUDA GPU here; use --device cpu")
-    return device, DTYPES.get(dtype) or default_dtype(device)
+    if device in (None, "auto"):
+        device = default_device()
+    else:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise JobError(f"--device {device} is not a device torch knows ({e}); use cpu, cuda or cuda:N") from e
+        problem = device_problem(device)
+        if problem:
+            problem = problem.replace("('cpu')", "(--device cpu)")
+            raise JobError(f"--device {device}: {problem}")
+    return device, get_dtype(dtype, device)
 
 
 def load_vae(folder, device, dtype):

@@ -10,8 +10,11 @@ reference latent.
 
 import json
 import logging
+import math
 import os
 import re
+import tempfile
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -65,8 +68,18 @@ def video_size(width, height, image_w, image_h, short_side=SHORT_SIDE):
 
 def load_image(path, what="--character"):
     try:
-        with Image.open(path) as image:
-            return ImageOps.exif_transpose(image).convert("RGB")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image = ImageOps.exif_transpose(image).convert("RGB")
+        if caught:
+            log.warning("%s %s is %dx%d pixels; it is scaled down to the video size", what, path, *image.size)
+        return image
+    except Image.DecompressionBombError as e:
+        size = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = f"{int(size.group(1)) / 1e6:.0f} million pixels" if size else "too many pixels"
+        raise JobError(f"{what} {path} is too large to open safely ({pixels}; the limit is "
+                       f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} million); use a smaller image") from e
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise JobError(f"{what} {path} could not be read as an image ({' '.join(str(e).split())})") from e
 
@@ -93,11 +106,18 @@ def pose_frames_from_json(path, max_frames=None):
     try:
         with open(path, encoding="utf-8") as f:
             frames = from_pose_keypoint(json.load(f))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
-        raise JobError(f"--driving {path} is not a POSE_KEYPOINT JSON file ({' '.join(str(e).split())})") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as e:
+        raise JobError(f"--driving {path} is not a usable POSE_KEYPOINT JSON file ({' '.join(str(e).split())})") from e
     if not frames:
         raise JobError(f"--driving {path} holds no pose frames")
-    return frames[:max_frames]
+    frames = frames[:max_frames]
+    empty = sum(all(p.is_empty() for p in f.people) for f in frames)
+    if empty == len(frames):
+        raise JobError(f"--driving {path}: none of its {len(frames)} frames has a person with keypoints; "
+                       "use poses of one person's body (e.g. from a DWPose or OpenPose node)")
+    if empty:
+        log.warning("%d of %d frames of %s have no person; those frames are drawn empty", empty, len(frames), path)
+    return frames
 
 
 def driving_kind(path):
@@ -108,9 +128,10 @@ def driving_kind(path):
     return "json" if path.lower().endswith(".json") else "video"
 
 
-def prepare_output(output):
-    """Check that ``output`` can be written and reserve a temporary file next to it; the video goes
-    there and replaces ``output`` only when complete."""
+def prepare_output(output, inputs=(), overwrite=False):
+    """Check that ``output`` can be written without harming a file of the user's, and create a
+    temporary file of our own next to it; the video goes there and replaces ``output`` only when
+    complete. ``inputs``: ``(option, path)`` pairs the output must not be."""
     output = os.path.abspath(output)
     stem, ext = os.path.splitext(output)
     if ext.lower() not in VIDEO_EXTENSIONS:
@@ -120,12 +141,59 @@ def prepare_output(output):
         raise JobError(f"-o {output}: the folder {folder} does not exist")
     if os.path.isdir(output):
         raise JobError(f"-o {output} is a folder; give a file name such as {os.path.join(output, 'out.mp4')}")
-    partial = os.path.join(folder, f".{os.path.basename(stem)}.partial{ext}")
+    for option, path in inputs:
+        if path and os.path.exists(path) and _same_file(output, path):
+            raise JobError(f"-o {output} is the {option} input; writing there would destroy it: choose another "
+                           "output path")
+    if os.path.lexists(output) and not overwrite:
+        raise JobError(f"-o {output} already exists; add --overwrite (-y) to replace it, or choose another output path")
     try:
-        open(partial, "wb").close()
+        fd, partial = tempfile.mkstemp(prefix=f".{os.path.basename(stem)}.", suffix=f".partial{ext}", dir=folder)
     except OSError as e:
         raise JobError(f"-o {output} cannot be written ({e.strerror or e}); choose another output path") from e
+    os.close(fd)
     return output, partial
+
+
+def _same_file(a, b):
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_options(*, frames, fps, steps, cfg, seed, context, decode_chunk):
+    """The numeric options, checked before any slow work; messages name the command line's options."""
+    for option, value in (("--frames", frames), ("--steps", steps), ("--decode-chunk", decode_chunk)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise JobError(f"{option} must be a whole number of at least 1, got {value!r}")
+    if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise JobError(f"--fps {fps} is not a frame rate; give a positive number such as 24, or leave it out to use "
+                       "the driving video's")
+    if not (isinstance(cfg, (int, float)) and math.isfinite(cfg)):
+        raise JobError(f"--cfg {cfg} is not a guidance scale; give a finite number such as 3.5 (1 or less: no guidance)")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+        raise JobError(f"--seed {seed} is out of range; give a whole number from 0 to {2**64 - 1}")
+    from ..sampling.context import ContextOptions
+
+    context = dict(context or {})
+    defaults = ContextOptions()
+    length, overlap = context.get("length", defaults.length), context.get("overlap", defaults.overlap)
+
+    def shown(name, value):
+        return f"--context-{name} {value}{'' if name in context else ' (the default)'}"
+
+    if isinstance(overlap, int) and overlap < 0:
+        raise JobError(f"{shown('overlap', overlap)} must be 0 or more")
+    if isinstance(length, int) and isinstance(overlap, int) and overlap >= length:
+        raise JobError(f"{shown('overlap', overlap)} must be less than {shown('length', length)}; "
+                       f"give --context-overlap {length // 4} (or a longer --context-length)")
+    try:
+        return ContextOptions.from_dict(context)
+    except (TypeError, ValueError) as e:
+        raise JobError(f"context window options: {e}") from e
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -230,25 +298,28 @@ def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smo
 def animate_video(character, driving, output, *, models=None, comfyui=None, networks=None, variant=None,
                   width=None, height=None, frames=None, fps=None, steps=20, cfg=3.5, seed=42, sampler=None,
                   beta_schedule=None, context=None, retarget="neck", smooth="none", device=None, dtype=None,
-                  decode_chunk=8, download=False, progress=True):
+                  decode_chunk=8, download=False, overwrite=False, progress=True):
     """Animate ``character`` (an image file) with ``driving`` (a video, a POSE_KEYPOINT JSON file or a
     folder of pose images) and write ``output`` (.mp4). Returns a dict describing what was written.
 
     ``models``/``comfyui``: the models folder (see :mod:`.download`); ``networks``: a folder with the
     four Animate Anyone files instead of ``MODELS/animate_anyone/<variant>``; ``context``: the
-    engine's context-window options; ``download``: fetch missing model files first (network).
+    engine's context-window options; ``download``: fetch missing model files first (network);
+    ``overwrite``: replace an existing ``output`` (never one of the inputs).
     """
     if retarget not in RETARGET:
         raise JobError(f"--retarget {retarget} is not valid; valid choices: {', '.join(RETARGET)}")
     get_smoother(smooth)
-    if frames is not None and frames < 1:
-        raise JobError(f"--frames must be at least 1, got {frames}")
-    if fps is not None and fps <= 0:
-        raise JobError(f"--fps must be positive, got {fps}")
+    check_options(frames=frames, fps=fps, steps=steps, cfg=cfg, seed=seed, context=context, decode_chunk=decode_chunk)
+    if dtype not in (None, *DTYPES):
+        raise JobError(f"--dtype {dtype} is not valid; valid choices: {', '.join(DTYPES)}")
+    from . import generate as gen
+
+    device, dtype = gen.torch_settings(device, dtype)
     image = load_image(character)
     width, height = video_size(width, height, *image.size)
     kind = driving_kind(driving)
-    output, partial = prepare_output(output)
+    output, partial = prepare_output(output, (("--character", character), ("--driving", driving)), overwrite)
     try:
         root = dl.models_dir(models, comfyui)
         variant = pick_variant(root, variant)
@@ -256,8 +327,6 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
         if kind == "video" or (kind == "json" and retarget != "off"):
             components.append("dwpose")
         ensure_models(root, variant, components, networks, download)
-        if dtype not in (None, *DTYPES):
-            raise JobError(f"--dtype {dtype} is not valid; valid choices: {', '.join(DTYPES)}")
 
         if kind == "images":
             pose_images = pose_images_from_folder(driving, width, height, frames)
@@ -266,7 +335,7 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
             dwpose = None
             if "dwpose" in components:
                 folder = os.path.join(root, dl.DWPOSE_DIR)
-                providers = ["CPUExecutionProvider"] if str(device).startswith("cpu") else None
+                providers = ["CPUExecutionProvider"] if device.type == "cpu" else None
                 dwpose = DWPose(locate_model(DETECTOR_FILE, [folder]), locate_model(POSE_FILE, [folder]), providers)
             poses, fps = driving_poses(kind, driving, image, dwpose, max_frames=frames, retarget=retarget,
                                        smooth=smooth, fps=fps, progress=progress)
@@ -274,9 +343,6 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
         from ..models.loading import load_models
         from ..sampling.context import ContextOptions, count_unet_passes
         from ..sampling.engine import animate
-        from . import generate as gen
-
-        device, dtype = gen.torch_settings(device, dtype)
         net_folder = networks or os.path.join(root, dl.networks_dir(variant))
         log.info("loading the networks from %s (%s, %s)", net_folder, device, dtype)
         nets = load_models(net_folder, device=device, dtype=dtype)

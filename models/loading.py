@@ -295,5 +295,45 @@ def default_device():
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def device_problem(device):
+    """Why torch cannot compute on ``device`` (a torch.device) here, or None."""
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "torch sees no CUDA GPU here; use the CPU ('cpu')"
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            return f"torch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0"
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        return "torch has no MPS (Apple GPU) support here; use the CPU ('cpu')"
+    return None
+
+
+def get_device(device=None):
+    """A torch.device from a name or torch.device; None or "auto": CUDA when available, else the CPU.
+    Raises ValueError when torch does not know it or cannot use it here."""
+    if device is None or device == "auto":
+        return default_device()
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device {device!r} is not a device torch knows ({e}); use 'cpu', 'cuda' or 'cuda:N'") from e
+    problem = device_problem(device)
+    if problem:
+        raise ValueError(f"device {str(device)!r}: {problem}")
+    return device
+
+
+def get_dtype(dtype, device):
+    """A floating-point torch.dtype from a name of DTYPES, a torch.dtype, or None/"auto" (float16 on
+    GPUs, float32 on the CPU). Raises ValueError naming the valid choices."""
+    if dtype is None or dtype == "auto":
+        return default_dtype(device)
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ValueError(f"dtype {dtype!r} is not valid; valid choices: 'auto', {', '.join(map(repr, DTYPES))} "
+                     "or a floating-point torch.dtype")
+
+
 def default_dtype(device):
     return torch.float32 if torch.device(device).type == "cpu" else torch.float16
