@@ -47,9 +47,10 @@ def _animate_parser(sub):
     p = sub.add_parser("animate", parents=[_common()], help="animate a character image with a driving video or poses",
                        description="Animate a character image with the motion of a driving video (or poses) "
                                    "and write an mp4 at the driving video's frame rate.")
-    p.add_argument("--character", required=True, metavar="IMG", help="the character image")
-    p.add_argument("--driving", required=True, metavar="VIDEO",
-                   help="a video, a POSE_KEYPOINT .json file, or a folder of pose images (used as they are)")
+    p.add_argument("--character", metavar="IMG", help="the character image (default: a figure drawn by the project)")
+    p.add_argument("--driving", metavar="VIDEO",
+                   help="a video, a POSE_KEYPOINT .json file, or a folder of pose images (used as they are); "
+                        "default: a 2-second dance loop made by the project")
     p.add_argument("-o", "--output", required=True, metavar="OUT.mp4", help="the video to write (.mp4, .mov or .mkv)")
     p.add_argument("-y", "--overwrite", action="store_true", help="replace OUT.mp4 if it exists (never an input)")
     _models_arguments(p)

@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import warnings
 
 import numpy as np
@@ -26,6 +25,7 @@ from ..pose.render import render_frames
 from ..pose.retarget import retarget as retarget_frames
 from ..pose.smooth import get_smoother, smooth_frames
 from . import download as dl
+from .files import same_file, temporary_file
 from .video import VideoError, VideoReader, VideoWriter
 
 log = logging.getLogger("poseanimate.cli")
@@ -36,6 +36,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv")
 RETARGET = ("neck", "driving", "off")
 DTYPES = ("auto", "fp16", "bf16", "fp32")
+ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
+DEFAULT_CHARACTER = os.path.join(ASSETS, "character.png")  # drawn by tools/make_assets.py
+DEFAULT_CHARACTER_POSE = os.path.join(ASSETS, "character.json")  # its skeleton: no DWPose needed
+DEFAULT_DRIVING = os.path.join(ASSETS, "dance.json")
 
 
 class JobError(ValueError):
@@ -142,26 +146,16 @@ def prepare_output(output, inputs=(), overwrite=False):
     if os.path.isdir(output):
         raise JobError(f"-o {output} is a folder; give a file name such as {os.path.join(output, 'out.mp4')}")
     for option, path in inputs:
-        if path and os.path.exists(path) and _same_file(output, path):
+        if path and os.path.exists(path) and same_file(output, path):
             raise JobError(f"-o {output} is the {option} input; writing there would destroy it: choose another "
                            "output path")
     if os.path.lexists(output) and not overwrite:
         raise JobError(f"-o {output} already exists; add --overwrite (-y) to replace it, or choose another output path")
     try:
-        fd, partial = tempfile.mkstemp(prefix=f".{os.path.basename(stem)}.", suffix=f".partial{ext}", dir=folder)
+        partial = temporary_file(folder, f".{os.path.basename(stem)}.", f".partial{ext}")
     except OSError as e:
         raise JobError(f"-o {output} cannot be written ({e.strerror or e}); choose another output path") from e
-    os.close(fd)
     return output, partial
-
-
-def _same_file(a, b):
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def check_options(*, frames, fps, steps, cfg, seed, context, decode_chunk):
@@ -268,8 +262,9 @@ def video_poses(path, dwpose, max_frames, progress):
     return poses, fps
 
 
-def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smooth, fps, progress):
-    """PoseFrames on the character's canvas (retargeted unless ``retarget == "off"``) and the frame rate."""
+def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smooth, fps, progress, subject=None):
+    """PoseFrames on the character's canvas (retargeted unless ``retarget == "off"``) and the frame rate.
+    ``subject``: the character's PoseFrame when known (else DWPose finds it)."""
     if kind == "video":
         poses, video_fps = video_poses(driving, dwpose, max_frames, progress)
         fps = fps or video_fps
@@ -281,7 +276,8 @@ def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smo
         poses = smooth_frames(poses, smooth, **params)
     if retarget == "off":
         return poses, fps
-    subject = dwpose.detect(np.asarray(character))
+    if subject is None:
+        subject = dwpose.detect(np.asarray(character))
     if not subject.people:
         raise JobError("--character: DWPose found no person in the character image; use an image that shows "
                        "the character's body, or --retarget off to use the driving poses as they are")
@@ -295,12 +291,13 @@ def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smo
 # ---------------------------------------------------------------------------------------------- the job
 
 
-def animate_video(character, driving, output, *, models=None, comfyui=None, networks=None, variant=None,
+def animate_video(character, driving, output=None, *, models=None, comfyui=None, networks=None, variant=None,
                   width=None, height=None, frames=None, fps=None, steps=20, cfg=3.5, seed=42, sampler=None,
                   beta_schedule=None, context=None, retarget="neck", smooth="none", device=None, dtype=None,
                   decode_chunk=8, download=False, overwrite=False, progress=True):
     """Animate ``character`` (an image file) with ``driving`` (a video, a POSE_KEYPOINT JSON file or a
     folder of pose images) and write ``output`` (.mp4). Returns a dict describing what was written.
+    ``character``/``driving`` None: the project's own figure and dance loop (``assets/``).
 
     ``models``/``comfyui``: the models folder (see :mod:`.download`); ``networks``: a folder with the
     four Animate Anyone files instead of ``MODELS/animate_anyone/<variant>``; ``context``: the
@@ -316,6 +313,16 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
     from . import generate as gen
 
     device, dtype = gen.torch_settings(device, dtype)
+    if output is None:
+        raise JobError("-o is required: the video to write, e.g. -o out.mp4")
+    subject = None
+    if character is None:
+        character = DEFAULT_CHARACTER
+        subject = pose_frames_from_json(DEFAULT_CHARACTER_POSE)[0]
+        log.info("no --character: animating the project's example figure (%s)", character)
+    if driving is None:
+        driving = DEFAULT_DRIVING
+        log.info("no --driving: using the project's example dance (%s)", driving)
     image = load_image(character)
     width, height = video_size(width, height, *image.size)
     kind = driving_kind(driving)
@@ -324,7 +331,7 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
         root = dl.models_dir(models, comfyui)
         variant = pick_variant(root, variant)
         components = ["networks", "vae", "clip_vision"]
-        if kind == "video" or (kind == "json" and retarget != "off"):
+        if kind == "video" or (kind == "json" and retarget != "off" and subject is None):
             components.append("dwpose")
         ensure_models(root, variant, components, networks, download)
 
@@ -338,7 +345,7 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
                 providers = ["CPUExecutionProvider"] if device.type == "cpu" else None
                 dwpose = DWPose(locate_model(DETECTOR_FILE, [folder]), locate_model(POSE_FILE, [folder]), providers)
             poses, fps = driving_poses(kind, driving, image, dwpose, max_frames=frames, retarget=retarget,
-                                       smooth=smooth, fps=fps, progress=progress)
+                                       smooth=smooth, fps=fps, progress=progress, subject=subject)
 
         from ..models.loading import load_models
         from ..sampling.context import ContextOptions, count_unet_passes

@@ -36,7 +36,12 @@ _PE_SUFFIX = ".pos_encoder.pe"
 
 
 class CheckpointError(ValueError):
-    """A model file is missing, unreadable or not the network it should be."""
+    """A model file is missing, unreadable or not the network it should be. ``problem`` says what is
+    wrong, ``fix`` (optional) where to get the right files; the message is both."""
+
+    def __init__(self, problem, fix=None):
+        super().__init__(f"{problem} {fix}" if fix else problem)
+        self.problem, self.fix = problem, fix
 
 
 @dataclass
@@ -61,6 +66,36 @@ class AnimateModels:
         return self.denoising_unet.config.cross_attention_dim
 
 
+def _read_errors():
+    from safetensors import SafetensorError
+
+    return (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, SafetensorError)
+
+
+READ_ERRORS = _read_errors()
+
+
+def first_line(text, limit=200):
+    """The first line of an error message that is not torch's advice about ``weights_only``, without
+    its final full stop."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip() and "weights_only" not in line]
+    line = lines[0] if lines else type(text).__name__
+    return (line[:limit] + "...") if len(line) > limit else line.rstrip(".")
+
+
+def unreadable_reason(error, subject="the file"):
+    """Why a weights file could not be read, in one clause: a pickle that holds code (refused: loading
+    it could run that code) or a damaged file (the usual result of an interrupted download)."""
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"{subject} is a pickle that holds code{what}, not only tensors, and is refused because loading it "
+                "could run that code; use the file of the official release, or a .safetensors version of it")
+    return (f"{subject} is damaged or incomplete ({first_line(text)}); an interrupted download looks like this: "
+            "delete it and download it again")
+
+
 def read_state_dict(path):
     """Read a ``.safetensors`` or pickled (``weights_only``) state dict, memory-mapped where possible."""
     path = os.fspath(path)
@@ -78,11 +113,10 @@ def read_state_dict(path):
                 if "mmap" not in str(e):
                     raise
                 sd = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+    except READ_ERRORS as e:
         size = os.path.getsize(path)
-        raise CheckpointError(
-            f"{path} ({size / 2**20:.1f} MiB) could not be read as a PyTorch or safetensors state dict: {e}. "
-            "A truncated or interrupted download looks like this: delete the file and download it again.") from e
+        raise CheckpointError(f"{path} ({size / 2**20:.1f} MiB) could not be read as a state dict: "
+                              f"{unreadable_reason(e)}.") from e
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -134,8 +168,9 @@ def find_model_files(folder):
     if missing:
         extra = f" Other files there: {'; '.join(others)}." if others else ""
         raise CheckpointError(
-            f"model folder {folder} has no {', '.join(missing)} file.{extra} Put the four files of one release in "
-            f"it: Animate Anyone from {DOWNLOADS['moore']}, or MusePose from {DOWNLOADS['musepose']}.")
+            f"model folder {folder} has no {', '.join(missing)} file.{extra}",
+            f"Put the four files of one release in it: Animate Anyone from {DOWNLOADS['moore']}, or MusePose from "
+            f"{DOWNLOADS['musepose']}.")
     return found
 
 
@@ -242,11 +277,17 @@ def build_models(files, *, device=None, dtype=None, operations=torch.nn):
 
     inside = {k: v for k, v in den_sd.items() if ".motion_modules." in k}
     variant = "musepose" if inside else "moore"
-    motion = {k: v for k, v in mm_sd.items() if ".motion_modules." in k}
-    motion.update(inside)
+    if inside and mm_path:
+        same = mm_sd.keys() == inside.keys() and all(mm_sd[k].shape == v.shape for k, v in inside.items())
+        (log.info if same else log.warning)(
+            "PoseAnimate: %s is not used: %s carries its own motion modules (MusePose), which are used%s",
+            mm_path, den_path, "" if same else " (the file's motion modules have other keys or shapes)")
+        files = {role: f for role, f in files.items() if role != "motion_module"}
+        mm_path, mm_sd = None, {}
+    motion = inside or {k: v for k, v in mm_sd.items() if ".motion_modules." in k}
     if not motion:
         raise CheckpointError(
-            f"no motion modules: {den_path} has none inside and no motion_module file was found. "
+            f"no motion modules: {den_path} has none inside and no motion_module file was found.",
             f"Animate Anyone ships them as motion_module.pth: {DOWNLOADS['moore']}.")
     _check_position_encodings(mm_sd, mm_path)
     _check_position_encodings(inside, den_path)
