@@ -92,11 +92,16 @@ def _natural_key(name):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
-def pose_images_from_folder(folder, width, height, max_frames=None):
-    """A folder of pose images in name order, resized to the video size (Lanczos, as Moore's pipeline)."""
+def pose_image_names(folder):
     names = sorted((n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)), key=_natural_key)
     if not names:
         raise JobError(f"--driving {folder} is a folder without pose images ({', '.join(IMAGE_EXTENSIONS)})")
+    return names
+
+
+def pose_images_from_folder(folder, width, height, max_frames=None):
+    """A folder of pose images in name order, resized to the video size (Lanczos, as Moore's pipeline)."""
+    names = pose_image_names(folder)
     images = []
     for name in names[:max_frames]:
         image = load_image(os.path.join(folder, name), "pose image")
@@ -264,12 +269,13 @@ def video_poses(path, dwpose, max_frames, progress):
 
 def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smooth, fps, progress, subject=None):
     """PoseFrames on the character's canvas (retargeted unless ``retarget == "off"``) and the frame rate.
-    ``subject``: the character's PoseFrame when known (else DWPose finds it)."""
+    ``driving``: a path, or the PoseFrames already read from a JSON file; ``subject``: the character's
+    PoseFrame when known (else DWPose finds it)."""
     if kind == "video":
         poses, video_fps = video_poses(driving, dwpose, max_frames, progress)
         fps = fps or video_fps
     else:
-        poses = pose_frames_from_json(driving, max_frames)
+        poses = driving if isinstance(driving, list) else pose_frames_from_json(driving, max_frames)
         fps = fps or POSE_FPS
     if smooth != "none":
         params = {"fps": float(fps)} if smooth == "one_euro" else {}
@@ -326,6 +332,9 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
     image = load_image(character)
     width, height = video_size(width, height, *image.size)
     kind = driving_kind(driving)
+    json_frames = pose_frames_from_json(driving, frames) if kind == "json" else None
+    if kind == "images":
+        pose_image_names(driving)
     output, partial = prepare_output(output, (("--character", character), ("--driving", driving)), overwrite)
     try:
         root = dl.models_dir(models, comfyui)
@@ -344,7 +353,7 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
                 folder = os.path.join(root, dl.DWPOSE_DIR)
                 providers = ["CPUExecutionProvider"] if device.type == "cpu" else None
                 dwpose = DWPose(locate_model(DETECTOR_FILE, [folder]), locate_model(POSE_FILE, [folder]), providers)
-            poses, fps = driving_poses(kind, driving, image, dwpose, max_frames=frames, retarget=retarget,
+            poses, fps = driving_poses(kind, json_frames or driving, image, dwpose, max_frames=frames, retarget=retarget,
                                        smooth=smooth, fps=fps, progress=progress, subject=subject)
 
         from ..models.loading import load_models
