@@ -10,6 +10,7 @@ shape and exactly the source's value cast to the new dtype.
 import errno
 import logging
 import os
+import re
 import shutil
 
 import torch
@@ -83,12 +84,11 @@ def write_checked(sd, src, dst, dtype):
 
 def _write_problem(error):
     text = " ".join(str(error).split())
-    for code, words in ((errno.ENOSPC, "no space left on the disk"), (errno.EFBIG, "the file is too large for "
-                                                                                   "this disk or account"),
-                        (errno.EDQUOT, "the disk quota is used up"), (errno.EACCES, "permission denied")):
-        if getattr(error, "errno", None) == code or f"code: {code}," in text:
-            return words
-    return first_line(text)
+    found = re.search(r"os error (\d+)|code: (\d+)", text)
+    code = getattr(error, "errno", None) or (int(found.group(1) or found.group(2)) if found else None)
+    words = {errno.ENOSPC: "no space left on the disk", errno.EFBIG: "the file is too large for this disk or account",
+             errno.EDQUOT: "the disk quota is used up", errno.EACCES: "permission denied"}
+    return words.get(code) or first_line(text)
 
 
 def convert_state_dict(sd, src, dst, dtype):

@@ -76,11 +76,11 @@ READ_ERRORS = _read_errors()
 
 
 def first_line(text, limit=200):
-    """The first line of an error message that is not torch's advice about ``weights_only``, without
-    its final full stop."""
+    """The first sentence of an error message that is not torch's advice about ``weights_only``,
+    without its final full stop."""
     lines = [line.strip() for line in str(text).splitlines() if line.strip() and "weights_only" not in line]
-    line = lines[0] if lines else type(text).__name__
-    return (line[:limit] + "...") if len(line) > limit else line.rstrip(".")
+    line = re.split(r"(?<=\.)\s", lines[0])[0].rstrip(".") if lines else type(text).__name__
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " \u2026"
 
 
 def unreadable_reason(error, subject="the file"):
