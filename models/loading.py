@@ -264,8 +264,8 @@ def resolve_files(path):
 
 def build_models(files, *, device=None, dtype=None, operations=torch.nn):
     """Build the three networks from ``{role: (file, state_dict)}`` (see :func:`resolve_files`)."""
-    device = torch.device(device) if device is not None else default_device()
-    dtype = dtype or default_dtype(device)
+    device = get_device(device)
+    dtype = get_dtype(dtype, device)
     ref_path, ref_sd = files["reference_unet"]
     den_path, den_sd = files["denoising_unet"]
     guide_path, guide_sd = files["pose_guider"]
@@ -331,8 +331,11 @@ def load_models(path, device=None, dtype=None, operations=torch.nn):
     """Load the networks from a model folder or a dict ``role -> file``.
 
     Roles: ``reference_unet``, ``denoising_unet``, ``pose_guider`` and optional ``motion_module``.
-    ``device`` defaults to CUDA when available; ``dtype`` to float16 on GPUs, float32 on the CPU.
+    ``device``: a torch.device or its name, default (or "auto") CUDA when available; ``dtype``: a
+    torch.dtype or "fp16", "bf16", "fp32", default (or "auto") float16 on GPUs, float32 on the CPU.
     """
+    device = get_device(device)
+    dtype = get_dtype(dtype, device)
     return build_models(resolve_files(path), device=device, dtype=dtype, operations=operations)
 
 
