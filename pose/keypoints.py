@@ -240,7 +240,8 @@ def _unflatten(values: Sequence[float] | None, n: int, what: str) -> np.ndarray:
     try:
         flat = np.asarray(values, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a list of numbers (x, y, confidence, ...), got {str(values)[:40]!r}") from None
+        raise ValueError(f"{what} must be a list of numbers (x, y, confidence, ...), "
+                         f"got {str(values)[:40]!r}") from None
     if flat.size % 3:
         raise ValueError(f"{what} has {flat.size} numbers, not a multiple of 3 (x, y, confidence)")
     points = flat.reshape(-1, 3)

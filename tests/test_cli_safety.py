@@ -150,7 +150,8 @@ def test_cuda_without_cuda_is_named_up_front(work, capsys):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    assert "--device cuda: torch sees no CUDA GPU here; use the CPU (--device cpu)" in refused(capsys, "--device", "cuda")
+    line = refused(capsys, "--device", "cuda")
+    assert "--device cuda: torch sees no CUDA GPU here; use the CPU (--device cpu)" in line
     assert "--device cuda:1: torch sees no CUDA GPU" in refused(capsys, "--device", "cuda:1")
 
 

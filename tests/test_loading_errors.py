@@ -70,8 +70,10 @@ def encoders(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("which, weights", [("clip", "model.safetensors"), ("vae", "diffusion_pytorch_model.safetensors")])
-def test_image_encoder_and_vae_with_code_or_damaged(encoders, tmp_path, which, weights):
+@pytest.mark.parametrize("which, weights, pickle", [("clip", "model.safetensors", "pytorch_model.bin"),
+                                                    ("vae", "diffusion_pytorch_model.safetensors",
+                                                     "diffusion_pytorch_model.bin")])
+def test_image_encoder_and_vae_with_code_or_damaged(encoders, tmp_path, which, weights, pickle):
     from poseanimate.cli.generate import load_image_encoder, load_vae
     from poseanimate.cli.pipeline import JobError
 
@@ -79,8 +81,7 @@ def test_image_encoder_and_vae_with_code_or_damaged(encoders, tmp_path, which, w
     pickled = tmp_path / "pickled"
     pickled.mkdir()
     shutil.copy(encoders / which / "config.json", pickled)
-    torch.save({"x": Code()}, pickled / weights.replace("model.safetensors", "pytorch_model.bin")
-               .replace("diffusion_pytorch_pytorch_model.bin", "diffusion_pytorch_model.bin"))
+    torch.save({"x": Code()}, pickled / pickle)
     with pytest.raises(JobError, match="is a pickle that holds code") as error:
         load(str(pickled), torch.device("cpu"), torch.float32)
     _clean(str(error.value))
@@ -98,7 +99,8 @@ def test_musepose_uses_its_own_motion_modules_and_says_so(tmp_path, caplog):
 
     folder = write_animate_folder(str(tmp_path / "musepose"), "musepose", width=32, cross_attention_dim=32,
                                   pose_channels=(4, 8, 8, 16))
-    inside = {k: v for k, v in torch.load(os.path.join(folder, "denoising_unet.pth")).items() if ".motion_modules." in k}
+    unet = torch.load(os.path.join(folder, "denoising_unet.pth"))
+    inside = {k: v for k, v in unet.items() if ".motion_modules." in k}
     torch.save(inside, os.path.join(folder, "motion_module.pth"))  # as the MusePose release ships it
     with caplog.at_level(logging.INFO, logger="poseanimate"):
         models = poseanimate.load_models(folder, device="cpu")
