@@ -172,7 +172,8 @@ def check_options(*, frames, fps, steps, cfg, seed, context, decode_chunk):
         raise JobError(f"--fps {fps} is not a frame rate; give a positive number such as 24, or leave it out to use "
                        "the driving video's")
     if not (isinstance(cfg, (int, float)) and math.isfinite(cfg)):
-        raise JobError(f"--cfg {cfg} is not a guidance scale; give a finite number such as 3.5 (1 or less: no guidance)")
+        raise JobError(f"--cfg {cfg} is not a guidance scale; give a finite number such as 3.5 "
+                       "(1 or less: no guidance)")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
         raise JobError(f"--seed {seed} is out of range; give a whole number from 0 to {2**64 - 1}")
     from ..sampling.context import ContextOptions
@@ -353,8 +354,8 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
                 folder = os.path.join(root, dl.DWPOSE_DIR)
                 providers = ["CPUExecutionProvider"] if device.type == "cpu" else None
                 dwpose = DWPose(locate_model(DETECTOR_FILE, [folder]), locate_model(POSE_FILE, [folder]), providers)
-            poses, fps = driving_poses(kind, json_frames or driving, image, dwpose, max_frames=frames, retarget=retarget,
-                                       smooth=smooth, fps=fps, progress=progress, subject=subject)
+            poses, fps = driving_poses(kind, json_frames or driving, image, dwpose, max_frames=frames,
+                                       retarget=retarget, smooth=smooth, fps=fps, progress=progress, subject=subject)
 
         from ..models.loading import load_models
         from ..sampling.context import ContextOptions, count_unet_passes
