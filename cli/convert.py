@@ -156,6 +156,9 @@ def convert(src, dst=None, dtype="fp16", replace=False, report=print):
     if os.path.exists(dst) and same_file(src, dst):
         raise ConvertError(f"{dst} is the source file; choose another destination")
     sd = read_state_dict(src)
+    if src.endswith(".safetensors") and in_dtype(sd, torch_dtype):
+        report(f"kept {src}: already {dtype}")
+        return [src]
     count = convert_state_dict(sd, src, dst, torch_dtype)
     report(f"{src} ({_gb(src):.2f} GB) -> {dst} ({_gb(dst):.2f} GB): {count} tensors checked")
     if replace:

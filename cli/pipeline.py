@@ -70,6 +70,27 @@ def video_size(width, height, image_w, image_h, short_side=SHORT_SIDE):
     return width, height
 
 
+IMAGE_ERRORS = (Image.DecompressionBombError, OSError, UnidentifiedImageError, ValueError)
+
+
+def _image_error(path, what, error):
+    if isinstance(error, Image.DecompressionBombError):
+        size = re.search(r"\((\d+) pixels\)", str(error))
+        pixels = f"{int(size.group(1)) / 1e6:.0f} million pixels" if size else "too many pixels"
+        return JobError(f"{what} {path} is too large to open safely ({pixels}; the limit is "
+                        f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} million); use a smaller image")
+    return JobError(f"{what} {path} could not be read as an image ({' '.join(str(error).split())})")
+
+
+def check_image(path, what):
+    """Read only the header of the image at ``path`` (size, format): a cheap check before slow work."""
+    try:
+        with Image.open(path):
+            pass
+    except IMAGE_ERRORS as e:
+        raise _image_error(path, what, e) from e
+
+
 def load_image(path, what="--character"):
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -79,13 +100,8 @@ def load_image(path, what="--character"):
         if caught:
             log.warning("%s %s is %dx%d pixels; it is scaled down to the video size", what, path, *image.size)
         return image
-    except Image.DecompressionBombError as e:
-        size = re.search(r"\((\d+) pixels\)", str(e))
-        pixels = f"{int(size.group(1)) / 1e6:.0f} million pixels" if size else "too many pixels"
-        raise JobError(f"{what} {path} is too large to open safely ({pixels}; the limit is "
-                       f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} million); use a smaller image") from e
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise JobError(f"{what} {path} could not be read as an image ({' '.join(str(e).split())})") from e
+    except IMAGE_ERRORS as e:
+        raise _image_error(path, what, e) from e
 
 
 def _natural_key(name):
@@ -335,7 +351,14 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
     kind = driving_kind(driving)
     json_frames = pose_frames_from_json(driving, frames) if kind == "json" else None
     if kind == "images":
-        pose_image_names(driving)
+        for name in pose_image_names(driving)[:frames]:
+            check_image(os.path.join(driving, name), "pose image")
+    if kind == "video":
+        try:
+            with VideoReader(driving):
+                pass
+        except VideoError as e:
+            raise JobError(f"--driving {e}") from e
     output, partial = prepare_output(output, (("--character", character), ("--driving", driving)), overwrite)
     try:
         root = dl.models_dir(models, comfyui)

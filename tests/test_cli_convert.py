@@ -194,3 +194,15 @@ def test_no_space_left_is_named(tmp_path, monkeypatch):
     with pytest.raises(ConvertError, match="failed \\(no space left on the disk\\); free some space"):
         convert(os.path.join(MOORE_TINY, "pose_guider.pth"), str(tmp_path / "x.safetensors"), report=lambda line: None)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_converted_file_is_not_converted_again(tmp_path, capsys):
+    shutil.copy(os.path.join(MOORE_TINY, "pose_guider.pth"), tmp_path)
+    assert main(["convert", str(tmp_path / "pose_guider.pth"), "--replace"]) == 0
+    converted = (tmp_path / "pose_guider.safetensors").read_bytes()
+    for extra in ([], ["--replace"]):
+        capsys.readouterr()
+        assert main(["convert", str(tmp_path / "pose_guider.safetensors"), *extra]) == 0
+        assert "already fp16" in capsys.readouterr().out
+        assert os.listdir(tmp_path) == ["pose_guider.safetensors"]
+        assert (tmp_path / "pose_guider.safetensors").read_bytes() == converted

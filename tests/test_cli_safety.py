@@ -160,12 +160,16 @@ def test_huge_images_are_refused_in_one_line(work, capsys):
     line = refused(capsys, "--character", "huge.png")
     assert "--character huge.png is too large to open safely (196 million pixels" in line
 
-    from poseanimate.cli.pipeline import JobError, pose_images_from_folder
-
     (work / "poses").mkdir()
+    Image.new("RGB", (64, 64)).save(work / "poses" / "0000.png")
     Image.new("1", (15000, 12000)).save(work / "poses" / "0001.png")
-    with pytest.raises(JobError, match=r"pose image .*0001.png is too large to open safely \(180 million"):
-        pose_images_from_folder(str(work / "poses"), 64, 64)
+    line = refused(capsys, "--driving", "poses")
+    assert "pose image poses/0001.png is too large to open safely (180 million pixels" in line
+
+
+def test_an_unreadable_driving_video_is_named_before_the_models(work, capsys):
+    line = refused(capsys, "--driving", "driving.mp4")
+    assert "--driving driving.mp4 could not be read as a video" in line
 
 
 @pytest.mark.parametrize("frames, expected", [
