@@ -206,3 +206,26 @@ def test_a_converted_file_is_not_converted_again(tmp_path, capsys):
         assert "already fp16" in capsys.readouterr().out
         assert os.listdir(tmp_path) == ["pose_guider.safetensors"]
         assert (tmp_path / "pose_guider.safetensors").read_bytes() == converted
+
+
+def test_sigterm_during_a_folder_conversion_leaves_the_folders_as_they_were(tmp_path, capsys, monkeypatch):
+    import signal
+
+    from poseanimate.cli import convert as convert_module
+
+    folder = _moore_copy(tmp_path / "moore")
+    before = _snapshot(folder)
+    checked = []
+
+    def stop_at_the_second_check(*args):
+        checked.append(args[0])
+        if len(checked) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(convert_module, "check_file", stop_at_the_second_check)
+    assert main(["convert", str(folder), str(tmp_path / "out")]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip() == "poseanimate convert: stopped by SIGTERM"
+    assert sorted(os.listdir(tmp_path)) == ["moore"] and _snapshot(folder) == before
+    checked.clear()
+    assert main(["convert", str(folder), "--replace"]) == 128 + signal.SIGTERM
+    assert _snapshot(folder) == before
