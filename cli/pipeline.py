@@ -350,17 +350,17 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
     width, height = video_size(width, height, *image.size)
     kind = driving_kind(driving)
     json_frames = pose_frames_from_json(driving, frames) if kind == "json" else None
-    if kind == "images":
-        for name in pose_image_names(driving)[:frames]:
-            check_image(os.path.join(driving, name), "pose image")
-    if kind == "video":
-        try:
-            with VideoReader(driving):
-                pass
-        except VideoError as e:
-            raise JobError(f"--driving {e}") from e
     output, partial = prepare_output(output, (("--character", character), ("--driving", driving)), overwrite)
     try:
+        if kind == "images":
+            for name in pose_image_names(driving)[:frames]:
+                check_image(os.path.join(driving, name), "pose image")
+        if kind == "video":
+            try:
+                with VideoReader(driving):
+                    pass
+            except VideoError as e:
+                raise JobError(f"--driving {e}") from e
         root = dl.models_dir(models, comfyui)
         variant = pick_variant(root, variant)
         components = ["networks", "vae", "clip_vision"]
