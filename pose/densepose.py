@@ -25,6 +25,7 @@ import functools
 import logging
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -172,7 +173,9 @@ def load_module(path: str | os.PathLike, device="cpu", dtype=None):
         raise FileNotFoundError(f"DensePose model file {path.name!r} not found in {path.parent}. Download it from "
                                 f"{url} and put it there.")
     try:
-        module = torch.jit.load(str(path), map_location=torch.device(device))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location=torch.device(device))
     except RuntimeError as error:
         raise ValueError(f"{path.name} in {path.parent} is not a TorchScript model (truncated or another format: "
                          f"{' '.join(str(error).split())[:200]}). Download it again from {url}.") from error
@@ -290,8 +293,15 @@ class DensePose:
 
         padded, size = model_input(_check_image(image_rgb), check_resolution(resolution))
         tensor = torch.from_numpy(padded).to(self.device).permute(2, 0, 1).contiguous()
-        with torch.inference_mode():
-            outputs = self.module(tensor)
+        try:
+            with torch.inference_mode():
+                outputs = self.module(tensor)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as error:
+            raise ValueError(f"{self.name} failed on a uint8 image of shape {tuple(tensor.shape)} "
+                             f"({' '.join(str(error).split())[:200]}); is it a DensePose TorchScript such as "
+                             f"{MODEL_FILE}?") from error
         return check_outputs(outputs, self.name), size
 
     def render_labels(self, image_rgb: np.ndarray, width: int, height: int, fit: str = "pad",
