@@ -199,3 +199,11 @@ def test_model_lookup_and_cache(tmp_path):
     dp.release_densepose()
     assert dp.get_densepose(path) is not second
     dp.release_densepose()
+
+
+def test_download_entry():
+    from poseanimate.cli import download as dl
+
+    (remote,) = dl.remotes("moore", ["densepose"])["densepose"]
+    assert remote.url() == dp.DOWNLOAD_URLS[dp.MODEL_FILE]
+    assert remote.dest == os.path.join(dl.DENSEPOSE_DIR, dp.MODEL_FILE) and dl.DENSEPOSE == [remote]
