@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from ..pose import densepose as dp
 from ..pose.dwpose import DETECTOR_FILE, POSE_FILE, DWPose, locate_model
 from ..pose.keypoints import from_pose_keypoint
 from ..pose.render import render_frames
@@ -33,6 +34,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv")
 RETARGET = ("neck", "driving", "off")
 DTYPES = ("auto", "fp16", "bf16", "fp32")
+DENSEPOSE_FAMILIES = ("magicanimate",)  # driven by DensePose images instead of skeleton renders
 
 
 class JobError(ValueError):
@@ -200,6 +202,47 @@ def video_poses(path, dwpose, max_frames, progress):
     return poses, fps
 
 
+def densepose_video(path, densepose, width, height, max_frames, progress, fit="pad"):
+    """DensePose control images of every frame of a video (decoded one frame at a time), ``width`` x
+    ``height``; returns RGB uint8 [F, height, width, 3] and the frame rate."""
+    images, empty = [], 0
+    try:
+        with VideoReader(path, max_frames) as video, \
+                _bar(progress, total=len(video) or None, desc="densepose", unit="frame") as bar:
+            fps = video.fps
+            for frame in video:
+                image, people = densepose.render(frame, width, height, fit)
+                images.append(image)
+                empty += not people
+                bar.update(1)
+    except VideoError as e:
+        raise JobError(f"--driving {e}") from e
+    if empty == len(images):
+        raise JobError(f"--driving {path}: DensePose found no person in any of its {len(images)} frames; "
+                       "use a video where one person's body is visible")
+    if empty:
+        log.warning("DensePose found nobody in %d of %d frames of %s; those frames are background", empty,
+                    len(images), path)
+    return np.stack(images), fps
+
+
+def driving_densepose(kind, driving, root, width, height, *, max_frames, fps, device, progress):
+    """MagicAnimate's control images and frame rate: DensePose on a driving video, or a folder of DensePose
+    images (e.g. comfyui_controlnet_aux's) used as they are."""
+    if kind == "json":
+        raise JobError(f"--driving {driving}: these networks are driven by DensePose images, which keypoints "
+                       "cannot give; give the driving video or a folder of DensePose images")
+    if kind == "images":
+        return pose_images_from_folder(driving, width, height, max_frames), fps or POSE_FPS
+    from . import generate as gen
+
+    device, _ = gen.torch_settings(device, None)
+    path = dp.locate_model(dp.MODEL_FILE, [os.path.join(root, dl.DENSEPOSE_DIR)])
+    images, video_fps = densepose_video(driving, dp.DensePose.from_file(path, device), width, height, max_frames,
+                                        progress)
+    return images, fps or video_fps
+
+
 def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smooth, fps, progress):
     """PoseFrames on the character's canvas (retargeted unless ``retarget == "off"``) and the frame rate."""
     if kind == "video":
@@ -253,13 +296,19 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
         root = dl.models_dir(models, comfyui)
         variant = pick_variant(root, variant)
         components = ["networks", "vae", "clip_vision"]
-        if kind == "video" or (kind == "json" and retarget != "off"):
+        dense = variant in DENSEPOSE_FAMILIES
+        if dense and kind == "video":
+            components.append("densepose")
+        elif not dense and (kind == "video" or (kind == "json" and retarget != "off")):
             components.append("dwpose")
         ensure_models(root, variant, components, networks, download)
         if dtype not in (None, *DTYPES):
             raise JobError(f"--dtype {dtype} is not valid; valid choices: {', '.join(DTYPES)}")
 
-        if kind == "images":
+        if dense:
+            pose_images, fps = driving_densepose(kind, driving, root, width, height, max_frames=frames, fps=fps,
+                                                 device=device, progress=progress)
+        elif kind == "images":
             pose_images = pose_images_from_folder(driving, width, height, frames)
             fps = fps or POSE_FPS
         else:
@@ -283,7 +332,10 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
         if nets.variant != variant:
             log.warning("%s holds %s networks (asked for %s): drawing poses in the %s style",
                         net_folder, nets.variant, variant, nets.variant)
-        if kind != "images":
+        family = getattr(nets, "family", nets.variant)
+        if (family in DENSEPOSE_FAMILIES) != dense:
+            raise JobError(f"{net_folder} holds {family} networks, not {variant}; use --variant {family}")
+        if kind != "images" and not dense:
             pose_images = render_frames(poses, width, height, style=nets.variant)
 
         encoder = gen.load_image_encoder(os.path.join(root, dl.CLIP_DIR), device, dtype)

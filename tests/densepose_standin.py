@@ -8,6 +8,7 @@ a fine segmentation that lays the 24 parts out like a standing person facing the
 (:data:`LAYOUT`), and U, V that run from 0 to 1 across the box. Nobody found: N = 0 tensors.
 """
 
+import warnings
 from typing import List, Tuple
 
 import numpy as np
@@ -82,6 +83,8 @@ class DensePoseStandIn(torch.nn.Module):
 
 def write_densepose(path, channels=(0,), threshold=100.0):
     """Save the stand-in as a TorchScript file at ``path``; returns ``path``."""
-    module = torch.jit.script(DensePoseStandIn(list(channels), threshold))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
+        module = torch.jit.script(DensePoseStandIn(list(channels), threshold))
     module.save(str(path))
     return path
