@@ -329,12 +329,12 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
         net_folder = networks or os.path.join(root, dl.networks_dir(variant))
         log.info("loading the networks from %s (%s, %s)", net_folder, device, dtype)
         nets = load_models(net_folder, device=device, dtype=dtype)
-        if nets.variant != variant:
-            log.warning("%s holds %s networks (asked for %s): drawing poses in the %s style",
-                        net_folder, nets.variant, variant, nets.variant)
-        family = getattr(nets, "family", nets.variant)
+        family = getattr(nets, "family", None) or nets.variant
         if (family in DENSEPOSE_FAMILIES) != dense:
             raise JobError(f"{net_folder} holds {family} networks, not {variant}; use --variant {family}")
+        if family != variant:
+            log.warning("%s holds %s networks (asked for %s): drawing poses in the %s style",
+                        net_folder, family, variant, family)
         if kind != "images" and not dense:
             pose_images = render_frames(poses, width, height, style=nets.variant)
 

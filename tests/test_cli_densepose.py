@@ -64,3 +64,22 @@ def test_errors(root, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"'densepose_r50_fpn_dl.torchscript' not found in .*densepose\. "
                                                 r"Download it from https://huggingface.co/LayerNorm/"):
         dense("video", empty, tmp_path)
+
+
+def test_densepose_networks_need_their_variant(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import cli_fixtures as fx
+    from poseanimate.models import loading
+
+    fx.write_models(tmp_path / "models")
+    fx.write_character(tmp_path / "character.png")
+    (tmp_path / "poses").mkdir()
+    Image.fromarray(np.zeros((128, 64, 3), np.uint8)).save(tmp_path / "poses" / "0.png")
+    monkeypatch.setattr(loading, "load_models", lambda *a, **k: SimpleNamespace(family="magicanimate", variant=None))
+    with pytest.raises(pipeline.JobError, match=r"animate_anyone/moore holds magicanimate networks, not moore; "
+                                                r"use --variant magicanimate"):
+        pipeline.animate_video(str(tmp_path / "character.png"), str(tmp_path / "poses"), str(tmp_path / "out.mp4"),
+                               models=str(tmp_path / "models"), variant="moore", width=64, height=128,
+                               device="cpu", progress=False)
+    assert sorted(os.listdir(tmp_path)) == ["character.png", "models", "poses"]
