@@ -329,7 +329,7 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
         net_folder = networks or os.path.join(root, dl.networks_dir(variant))
         log.info("loading the networks from %s (%s, %s)", net_folder, device, dtype)
         nets = load_models(net_folder, device=device, dtype=dtype)
-        family = getattr(nets, "family", None) or nets.variant
+        family = nets.family
         if (family in DENSEPOSE_FAMILIES) != dense:
             raise JobError(f"{net_folder} holds {family} networks, not {variant}; use --variant {family}")
         if family != variant:

@@ -76,7 +76,7 @@ def test_densepose_networks_need_their_variant(tmp_path, monkeypatch):
     fx.write_character(tmp_path / "character.png")
     (tmp_path / "poses").mkdir()
     Image.fromarray(np.zeros((128, 64, 3), np.uint8)).save(tmp_path / "poses" / "0.png")
-    monkeypatch.setattr(loading, "load_models", lambda *a, **k: SimpleNamespace(family="magicanimate", variant=None))
+    monkeypatch.setattr(loading, "load_models", lambda *a, **k: SimpleNamespace(family="magicanimate"))
     with pytest.raises(pipeline.JobError, match=r"animate_anyone/moore holds magicanimate networks, not moore; "
                                                 r"use --variant magicanimate"):
         pipeline.animate_video(str(tmp_path / "character.png"), str(tmp_path / "poses"), str(tmp_path / "out.mp4"),
