@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from ..pose import densepose as dp
 from ..pose.dwpose import DETECTOR_FILE, POSE_FILE, DWPose, locate_model
 from ..pose.keypoints import from_pose_keypoint
 from ..pose.render import render_frames
@@ -40,6 +41,7 @@ ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CHARACTER = os.path.join(ASSETS, "character.png")  # drawn by tools/make_assets.py
 DEFAULT_CHARACTER_POSE = os.path.join(ASSETS, "character.json")  # its skeleton: no DWPose needed
 DEFAULT_DRIVING = os.path.join(ASSETS, "dance.json")
+DENSEPOSE_FAMILIES = ("magicanimate",)  # driven by DensePose images instead of skeleton renders
 
 
 class JobError(ValueError):
@@ -284,6 +286,47 @@ def video_poses(path, dwpose, max_frames, progress):
     return poses, fps
 
 
+def densepose_video(path, densepose, width, height, max_frames, progress, fit="pad"):
+    """DensePose control images of every frame of a video (decoded one frame at a time), ``width`` x
+    ``height``; returns RGB uint8 [F, height, width, 3] and the frame rate."""
+    images, empty = [], 0
+    try:
+        with VideoReader(path, max_frames) as video, \
+                _bar(progress, total=len(video) or None, desc="densepose", unit="frame") as bar:
+            fps = video.fps
+            for frame in video:
+                image, people = densepose.render(frame, width, height, fit)
+                images.append(image)
+                empty += not people
+                bar.update(1)
+    except VideoError as e:
+        raise JobError(f"--driving {e}") from e
+    if empty == len(images):
+        raise JobError(f"--driving {path}: DensePose found no person in any of its {len(images)} frames; "
+                       "use a video where one person's body is visible")
+    if empty:
+        log.warning("DensePose found nobody in %d of %d frames of %s; those frames are background", empty,
+                    len(images), path)
+    return np.stack(images), fps
+
+
+def driving_densepose(kind, driving, root, width, height, *, max_frames, fps, device, progress):
+    """MagicAnimate's control images and frame rate: DensePose on a driving video, or a folder of DensePose
+    images (e.g. comfyui_controlnet_aux's) used as they are."""
+    if kind == "json":
+        raise JobError(f"--driving {driving}: these networks are driven by DensePose images, which keypoints "
+                       "cannot give; give the driving video or a folder of DensePose images")
+    if kind == "images":
+        return pose_images_from_folder(driving, width, height, max_frames), fps or POSE_FPS
+    from . import generate as gen
+
+    device, _ = gen.torch_settings(device, None)
+    path = dp.locate_model(dp.MODEL_FILE, [os.path.join(root, dl.DENSEPOSE_DIR)])
+    images, video_fps = densepose_video(driving, dp.DensePose.from_file(path, device), width, height, max_frames,
+                                        progress)
+    return images, fps or video_fps
+
+
 def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smooth, fps, progress, subject=None):
     """PoseFrames on the character's canvas (retargeted unless ``retarget == "off"``) and the frame rate.
     ``driving``: a path, or the PoseFrames already read from a JSON file; ``subject``: the character's
@@ -364,11 +407,17 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
         root = dl.models_dir(models, comfyui)
         variant = pick_variant(root, variant)
         components = ["networks", "vae", "clip_vision"]
-        if kind == "video" or (kind == "json" and retarget != "off" and subject is None):
+        dense = variant in DENSEPOSE_FAMILIES
+        if dense and kind == "video":
+            components.append("densepose")
+        elif not dense and (kind == "video" or (kind == "json" and retarget != "off" and subject is None)):
             components.append("dwpose")
         ensure_models(root, variant, components, networks, download)
 
-        if kind == "images":
+        if dense:
+            pose_images, fps = driving_densepose(kind, driving, root, width, height, max_frames=frames, fps=fps,
+                                                 device=device, progress=progress)
+        elif kind == "images":
             pose_images = pose_images_from_folder(driving, width, height, frames)
             fps = fps or POSE_FPS
         else:
@@ -386,10 +435,13 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
         net_folder = networks or os.path.join(root, dl.networks_dir(variant))
         log.info("loading the networks from %s (%s, %s)", net_folder, device, dtype)
         nets = load_models(net_folder, device=device, dtype=dtype)
-        if nets.variant != variant:
+        family = nets.family
+        if (family in DENSEPOSE_FAMILIES) != dense:
+            raise JobError(f"{net_folder} holds {family} networks, not {variant}; use --variant {family}")
+        if family != variant:
             log.warning("%s holds %s networks (asked for %s): drawing poses in the %s style",
-                        net_folder, nets.variant, variant, nets.variant)
-        if kind != "images":
+                        net_folder, family, variant, family)
+        if kind != "images" and not dense:
             pose_images = render_frames(poses, width, height, style=nets.variant)
 
         encoder = gen.load_image_encoder(os.path.join(root, dl.CLIP_DIR), device, dtype)

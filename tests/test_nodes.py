@@ -105,7 +105,7 @@ def sampler(N, loaded, ref, pose, **overrides):
 
 
 def test_schemas(N):
-    assert len(N.listed) == 9
+    assert len(N.listed) == 10
     for node_id, node in N.listed.items():
         schema = node.GET_SCHEMA()
         assert node_id.startswith("PoseAnimate") and schema.category.startswith("PoseAnimate")
