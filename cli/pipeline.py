@@ -80,13 +80,14 @@ def pose_images_from_folder(folder, width, height, max_frames=None):
     names = sorted((n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)), key=_natural_key)
     if not names:
         raise JobError(f"--driving {folder} is a folder without pose images ({', '.join(IMAGE_EXTENSIONS)})")
-    images = []
-    for name in names[:max_frames]:
+    names = names[:max_frames]
+    images = np.empty((len(names), height, width, 3), dtype=np.uint8)
+    for i, name in enumerate(names):
         image = load_image(os.path.join(folder, name), "pose image")
         if image.size != (width, height):
             image = image.resize((width, height), Image.LANCZOS)
-        images.append(np.asarray(image))
-    return np.stack(images)
+        images[i] = np.asarray(image)
+    return images
 
 
 def pose_frames_from_json(path, max_frames=None):
