@@ -40,11 +40,34 @@ def _driving(path, frames):
         json.dump(out, f)
 
 
+def _write_networks(folder, width=32, embed_dim=32):
+    """MusePose-layout networks (motion modules inside the denoising UNet) with random weights, 32
+    wide, one layer per block, spatial attention only at 1/32 scale, a PoseGuider with a quarter of
+    the real widths: 1000 frames at 512x768 in minutes on two CPU cores. What the job keeps per
+    frame does not depend on these widths except the PoseGuider features' (here 32 channels; 320
+    in the released networks)."""
+    import torch
+
+    from poseanimate.models.pose_guider import PoseGuider
+    from poseanimate.models.unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    os.makedirs(folder)
+    config = dict(block_out_channels=(width,) * 4, cross_attention_dim=embed_dim, layers_per_block=1,
+                  attention_blocks=(False, False, True, False))
+    torch.save(UNet(UNetConfig(**config, has_output=False)).state_dict(), os.path.join(folder, "reference_unet.pth"))
+    torch.save(UNet(UNetConfig(**config, motion_modules=True)).state_dict(), os.path.join(folder, "denoising_unet.pth"))
+    torch.save(PoseGuider((8, 16, 32, 64), out_channels=width).state_dict(), os.path.join(folder, "pose_guider.pth"))
+
+
 def _setup(folder):
     sys.path[:0] = [TESTS, ROOT]
-    from cli_fixtures import write_character, write_models
+    from cli_fixtures import write_character, write_image_encoder, write_vae
 
-    write_models(os.path.join(folder, "models"))
+    models = os.path.join(folder, "models")
+    _write_networks(os.path.join(models, "animate_anyone", "musepose"))
+    write_vae(os.path.join(models, "vae", "sd-vae-ft-mse"))
+    write_image_encoder(os.path.join(models, "clip_vision", "sd-image-variations-image-encoder"))
     write_character(os.path.join(folder, "character.png"))
 
 
@@ -82,7 +105,8 @@ def main(argv=None):
             _driving(driving, frames)
             job = ["animate", "--character", os.path.join(tmp, "character.png"), "--driving", driving,
                    "-o", os.path.join(tmp, f"out_{frames}.mp4"), "--models", os.path.join(tmp, "models"),
-                   "--width", str(a.width), "--height", str(a.height), "--retarget", "off",
+                   "--variant", "musepose", "--width", str(a.width), "--height", str(a.height), "--retarget", "off",
+                   "--context-length", "24", "--context-overlap", "4",
                    "--steps", str(a.steps), "--cfg", "1", "--device", "cpu", "--dtype", "fp32", "-q"]
             env = {**os.environ, "BENCH_THREADS": str(a.threads)}
             run = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", *job], env=env,
