@@ -272,6 +272,8 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
             poses, fps = driving_poses(kind, driving, image, dwpose, max_frames=frames, retarget=retarget,
                                        smooth=smooth, fps=fps, progress=progress)
 
+        import torch
+
         from ..models.loading import load_models
         from ..sampling.context import ContextOptions, count_unet_passes
         from ..sampling.engine import animate
@@ -301,7 +303,7 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
         windows = count_unet_passes(count, ContextOptions.from_dict(context), steps, guidance=False)
         with _bar(progress, total=windows, desc="denoising", unit="window") as bar:
             result = animate(nets, reference_latents=latents, image_embeds=embeds,
-                             pose_images=gen.pose_tensor(pose_images, dtype), seed=seed,
+                             pose_images=torch.from_numpy(pose_images), seed=seed,
                              steps=steps, cfg=cfg, scheduler=scheduler, context=context,
                              callback=gen.ProgressCallback(bar))
         del nets
