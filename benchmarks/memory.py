@@ -3,8 +3,9 @@
     python benchmarks/memory.py                      # 50, 200 and 1000 frames at 512x768, CPU
     python benchmarks/memory.py --frames 50 200 --steps 2
 
-Each case is one `poseanimate animate` job (POSE_KEYPOINT driving, --retarget off, tiny stand-in
-networks, VAE and CLIP encoder from the test suite, 1 step, cfg 1) run by `poseanimate.cli.main` in
+Each case is one `poseanimate animate` job (POSE_KEYPOINT driving, --retarget off, cheap MusePose-layout
+networks written here, the test suite's tiny VAE and CLIP encoder, 1 step, cfg 1, 24-frame windows)
+run by `poseanimate.cli.main` in
 a fresh Python process, which reports its peak resident set size (ru_maxrss: the interpreter, the
 libraries and the weights included). What grows with the video is the per-frame slope between the
 shortest and the longest case; with tiny networks it is what the job keeps per frame (pose images,
