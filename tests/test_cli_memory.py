@@ -14,7 +14,7 @@ import torch
 import cli_fixtures as fx
 from conftest import DATA, MOORE_TINY
 
-FRAMES, WIDTH, HEIGHT = 40, 64, 128
+WIDTH, HEIGHT = 64, 128
 
 
 def _traced_peak(fn, *args, **kwargs):
