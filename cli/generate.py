@@ -91,15 +91,6 @@ def reference_conditioning(image, width, height, vae, encoder):
     return latents.float().cpu(), embeds.float().cpu()
 
 
-def pose_tensor(images, dtype, chunk=64):
-    """uint8 [F, H, W, 3] -> [0, 1] in ``dtype`` (the networks' dtype: half the memory of float32 on GPUs;
-    the PoseGuider computes in that dtype anyway)."""
-    out = torch.empty(images.shape, dtype=dtype)
-    for i in range(0, images.shape[0], chunk):
-        out[i:i + chunk] = torch.from_numpy(images[i:i + chunk]).float() / 255
-    return out
-
-
 def decode(vae, latents, writer, chunk=8, progress=None):
     """VAE-decode ``latents`` [F,4,h,w] (x 0.18215) ``chunk`` frames at a time into ``writer``."""
     with torch.inference_mode():

@@ -119,14 +119,14 @@ def pose_image_names(folder):
 
 def pose_images_from_folder(folder, width, height, max_frames=None):
     """A folder of pose images in name order, resized to the video size (Lanczos, as Moore's pipeline)."""
-    names = pose_image_names(folder)
-    images = []
-    for name in names[:max_frames]:
+    names = pose_image_names(folder)[:max_frames]
+    images = np.empty((len(names), height, width, 3), dtype=np.uint8)
+    for i, name in enumerate(names):
         image = load_image(os.path.join(folder, name), "pose image")
         if image.size != (width, height):
             image = image.resize((width, height), Image.LANCZOS)
-        images.append(np.asarray(image))
-    return np.stack(images)
+        images[i] = np.asarray(image)
+    return images
 
 
 def pose_frames_from_json(path, max_frames=None):
@@ -429,6 +429,8 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
             poses, fps = driving_poses(kind, json_frames or driving, image, dwpose, max_frames=frames,
                                        retarget=retarget, smooth=smooth, fps=fps, progress=progress, subject=subject)
 
+        import torch
+
         from ..models.loading import load_models
         from ..sampling.context import ContextOptions, count_unet_passes
         from ..sampling.engine import animate
@@ -458,7 +460,7 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
         windows = count_unet_passes(count, ContextOptions.from_dict(context), steps, guidance=False)
         with _bar(progress, total=windows, desc="denoising", unit="window") as bar:
             result = animate(nets, reference_latents=latents, image_embeds=embeds,
-                             pose_images=gen.pose_tensor(pose_images, dtype), seed=seed,
+                             pose_images=torch.from_numpy(pose_images), seed=seed,
                              steps=steps, cfg=cfg, scheduler=scheduler, context=context,
                              callback=gen.ProgressCallback(bar))
         del nets

@@ -3,6 +3,7 @@
 POSE_KEYPOINT is comfyui_controlnet_aux's format, so its DWPose / OpenPose output can go into
 Retarget and Render, and ours into its nodes."""
 
+import logging
 import os
 
 import comfy.model_management as mm
@@ -25,6 +26,26 @@ def dwpose_folders():
     """Where the DWPose files may be: models/dwpose, then comfyui_controlnet_aux's ckpts folder
     (AUX_ANNOTATOR_CKPTS_PATH or custom_nodes/comfyui_controlnet_aux/ckpts)."""
     return common.model_folder_paths(common.DWPOSE_FOLDER) + common.controlnet_aux_folders()
+
+
+def _frame_ranges(indices):
+    """[0, 1, 2, 5, 9, 10] -> 'frames 0-2, 5, 9-10'."""
+    runs = []
+    for i in indices:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return "frames " + ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def show_on_node(node_id, text):
+    """Text on the node in the ComfyUI page (the frontend's progress-text box, as ComfyUI's Get Image
+    Size uses), so a warning is seen where the node is and not only in the console."""
+    from server import PromptServer
+
+    if node_id is not None and getattr(PromptServer, "instance", None) is not None:
+        PromptServer.instance.send_progress_text(text, node_id)
 
 
 def _read_poses(node, name, value):
@@ -53,7 +74,9 @@ class PoseExtract(io.ComfyNode):
                                tooltip="best: the most confident person per frame; all: everyone found."),
             ],
             outputs=[common.PoseKeypoint.Output(tooltip="One OpenPose-JSON frame per image (comfyui_controlnet_aux's "
-                                                        "POSE_KEYPOINT); frames with nobody are empty.")],
+                                                        "POSE_KEYPOINT); frames with nobody are empty (the node "
+                                                        "says which).")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -78,6 +101,16 @@ class PoseExtract(io.ComfyNode):
             bar.update_absolute(done, total)
 
         poses = model.extract(frames, people=people, progress=progress)
+        empty = [i for i, frame in enumerate(poses) if not frame.people]
+        if len(empty) == len(poses):
+            raise common.PoseAnimateError(
+                cls.NAME, "image", f"DWPose found no person in {'the image' if len(poses) == 1 else f'any of its {len(poses)} frames'}.",
+                "connect frames where one person's body is visible (check the video and the frames loaded).")
+        if empty:
+            warning = (f"DWPose found nobody in {len(empty)} of {len(poses)} frames ({_frame_ranges(empty)}); "
+                       "those frames are drawn empty.")
+            logging.warning("%s: %s", cls.NAME, warning)
+            show_on_node(cls.hidden.unique_id if cls.hidden else None, warning)
         return io.NodeOutput(to_pose_keypoint(poses))
 
 

@@ -292,10 +292,11 @@ def render_frame(frame: PoseFrame, width: int | None = None, height: int | None 
 
 def render_frames(frames: Iterable[PoseFrame], width: int, height: int, style: str = "moore",
                   body: bool = True, hands: bool = True, face: bool | None = None) -> np.ndarray:
-    """Draw a sequence; returns uint8 RGB [F, height, width, 3]."""
+    """Draw a sequence; returns uint8 RGB [F, height, width, 3], each frame drawn into its place."""
     get_style(style)
     width, height = _check_size(width, height)
-    images = [render_frame(f, width, height, style, body, hands, face) for f in frames]
-    if not images:
-        return np.zeros((0, height, width, 3), dtype=np.uint8)
-    return np.stack(images)
+    frames = list(frames)
+    images = np.empty((len(frames), height, width, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        images[i] = render_frame(frame, width, height, style, body, hands, face)
+    return images

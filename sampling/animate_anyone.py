@@ -15,6 +15,7 @@ from .engine import GUIDED, check_finite, check_images, check_sampling, make_noi
 from .families import context_settings, get_family, scheduler_settings
 
 log = logging.getLogger(__name__)
+POSE_CHUNK = 4
 
 
 @dataclass
@@ -106,7 +107,10 @@ class AnimateAnyoneModel:
     def pose_features(self, idx):
         if self.pose_guider is None:
             return self.pose[idx.to(self.pose.device)].to(device=self.device, dtype=self.dtype)
-        return self.pose_guider(pose_input(self.pose[idx.to(self.pose.device)], self.device, self.dtype))
+        images = self.pose[idx.to(self.pose.device)]
+        # A few frames at a time: the PoseGuider's first layers work at full image resolution.
+        return torch.cat([self.pose_guider(pose_input(images[i:i + POSE_CHUNK], self.device, self.dtype))
+                          for i in range(0, images.shape[0], POSE_CHUNK)])
 
     def __call__(self, x, t, windows, branches):
         n, length = x.shape[:2]

@@ -9,7 +9,9 @@ environment needs ComfyUI's requirements and this pack's requirements.txt.
 import glob
 import json
 import os
+import asyncio
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ import uuid
 from types import SimpleNamespace
 
 import cv2
+import numpy as np
 import pytest
 
 import tiny_models
@@ -26,6 +29,7 @@ import tiny_models
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKFLOWS = sorted(glob.glob(os.path.join(ROOT, "example_workflows", "*.json")))
 WIDTH, HEIGHT, FRAMES, FPS = 64, 96, 6, 8
+EMPTY = (2, 3)  # the frames of partly_empty.mp4 without a person
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 # What the test changes in the saved workflows: a small video, few steps, more than one window.
 OVERRIDES = {
@@ -89,15 +93,22 @@ def _python(comfy_path):
     return os.environ.get("COMFYUI_PYTHON") or (venv if os.path.isfile(venv) else sys.executable)
 
 
+def _write_video(path, frames):
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
 def _inputs(folder):
     os.makedirs(folder)
     character = tiny_models.person_frames(1, 80, 128, box=(0.25, 0.05, 0.5, 0.9), sway=0)[0]
     cv2.imwrite(os.path.join(folder, "character.png"), cv2.cvtColor(character, cv2.COLOR_RGB2BGR))
-    writer = cv2.VideoWriter(os.path.join(folder, "driving.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), FPS,
-                             (WIDTH, HEIGHT))
-    for frame in tiny_models.person_frames(FRAMES, WIDTH, HEIGHT):
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
+    people = tiny_models.person_frames(FRAMES, WIDTH, HEIGHT)
+    nobody = np.random.default_rng(1).integers(0, 50, people.shape, dtype=np.uint8)
+    _write_video(os.path.join(folder, "driving.mp4"), people)
+    _write_video(os.path.join(folder, "nobody.mp4"), nobody)
+    _write_video(os.path.join(folder, "partly_empty.mp4"), [nobody[i] if i in EMPTY else f for i, f in enumerate(people)])
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +181,59 @@ def test_example_workflow_makes_a_video(server, workflow):
           f"{os.path.relpath(path, server.base)} ({os.path.getsize(path)} bytes, {count} frames, "
           f"{frame.shape[1]}x{frame.shape[0]}, {fps:g} fps)")
     assert ok and (count, frame.shape[:2], round(fps)) == (FRAMES, (HEIGHT, WIDTH), FPS)
+
+
+def _pose_prompt(video):
+    """Load Video -> Get Video Components -> Pose Extract -> Pose Render -> Preview Image."""
+    return {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": video}},
+        "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
+        "3": {"class_type": "PoseAnimatePoseExtract", "inputs": {"image": ["2", 0], "people": "best"}},
+        "4": {"class_type": "PoseAnimatePoseRender", "inputs": {"pose": ["3", 0], "width": WIDTH, "height": HEIGHT,
+                                                                "style": "moore", "body": True, "hands": True,
+                                                                "face": "auto"}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
+    }
+
+
+async def _watch(url, prompt, timeout=300):
+    """Queue ``prompt`` as a page would (websocket first) and collect what the page is sent until it
+    ends: ``(progress texts [(node, text)], json messages [(type, data)])``."""
+    import aiohttp
+
+    client_id = uuid.uuid4().hex
+    texts, messages = [], []
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{url.replace('http://', 'ws://')}/ws?clientId={client_id}") as ws:
+            async with session.post(f"{url}/prompt", json={"prompt": prompt, "client_id": client_id}) as response:
+                prompt_id = (await response.json())["prompt_id"]
+            deadline = time.time() + timeout
+            while True:
+                message = await ws.receive(timeout=max(1.0, deadline - time.time()))
+                if message.type == aiohttp.WSMsgType.BINARY:
+                    (event,) = struct.unpack(">I", message.data[:4])
+                    if event == 3:  # protocol.BinaryEventTypes.TEXT: node id length, node id, text
+                        (n,) = struct.unpack(">I", message.data[4:8])
+                        texts.append((message.data[8:8 + n].decode(), message.data[8 + n:].decode()))
+                elif message.type == aiohttp.WSMsgType.TEXT:
+                    data = json.loads(message.data)
+                    messages.append((data["type"], data.get("data")))
+                    if data["type"] in ("execution_success", "execution_error", "execution_interrupted") \
+                            and data["data"].get("prompt_id") == prompt_id:
+                        break
+                else:
+                    raise AssertionError(f"the websocket closed: {message}")
+    return texts, messages
+
+
+def test_pose_extract_tells_the_page_about_frames_without_a_person(server):
+    texts, messages = asyncio.run(_watch(server.url, _pose_prompt("partly_empty.mp4")))
+    assert messages[-1][0] == "execution_success", messages[-1]
+    assert ("3", f"DWPose found nobody in 2 of {FRAMES} frames (frames 2-3); those frames are drawn empty.") in texts
+    texts, messages = asyncio.run(_watch(server.url, _pose_prompt("driving.mp4")))
+    assert messages[-1][0] == "execution_success" and not [t for t in texts if t[0] == "3"], texts
+    texts, messages = asyncio.run(_watch(server.url, _pose_prompt("nobody.mp4")))
+    kind, error = messages[-1]
+    assert kind == "execution_error" and error["node_id"] == "3", messages[-1]
+    assert error["exception_message"].startswith(
+        f"PoseAnimate Pose Extract (DWPose): input 'image': DWPose found no person in any of its {FRAMES} frames. Fix: ")

@@ -308,6 +308,39 @@ def test_pose_extract(N, folders, monkeypatch):
     dwpose.release_dwpose()
 
 
+def test_pose_extract_says_which_frames_are_empty(N, folders, monkeypatch):
+    """Nobody in any frame: an error naming the node and input (as the command line refuses such a
+    video); nobody in some: the node shows it on the page (ComfyUI's progress text), not only the log."""
+    import sys
+
+    from poseanimate.pose import dwpose
+
+    _standin_dwpose(folders / "dwpose")
+    monkeypatch.setattr(dwpose, "_chosen_providers", ["CPUExecutionProvider"])
+    sent = []
+    # ComfyUI's server module (the page's connection) only exists in a running ComfyUI; the
+    # integration test checks the message reaches a real page's websocket.
+    page = SimpleNamespace(send_progress_text=lambda text, node_id, sid=None: sent.append((node_id, text)))
+    monkeypatch.setitem(sys.modules, "server", SimpleNamespace(PromptServer=SimpleNamespace(instance=page)))
+    extract = N.pose.PoseExtract.PREPARE_CLASS_CLONE({"UNIQUE_ID": "6"})
+    frames = _frames(6)
+    frames[1:3] = 0
+    frames[5] = 0
+    out = run(extract, image=frames, people="best")
+    assert [bool(frame["people"]) for frame in out] == [True, False, False, True, True, False]
+    assert sent == [("6", "DWPose found nobody in 3 of 6 frames (frames 1-2, 5); those frames are drawn empty.")]
+    sent.clear()
+    run(extract, image=_frames(2), people="all")
+    assert sent == []
+    with pytest.raises(ValueError, match=r"^PoseAnimate Pose Extract \(DWPose\): input 'image': DWPose found no person "
+                                         r"in any of its 4 frames\. Fix: connect frames where one person"):
+        run(extract, image=torch.zeros(4, 224, 160, 3), people="best")
+    with pytest.raises(ValueError, match=r"input 'image': DWPose found no person in the image\. Fix:"):
+        run(extract, image=torch.zeros(1, 224, 160, 3), people="all")
+    assert sent == []
+    dwpose.release_dwpose()
+
+
 def test_retarget_and_render(N):
     from poseanimate.pose.keypoints import from_pose_keypoint
     from poseanimate.pose.render import render_frames

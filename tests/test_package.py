@@ -7,6 +7,8 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -75,3 +77,25 @@ def test_example_workflows_are_ui_format_with_our_nodes():
         assert crop == ["none"]
         ids = {n["id"] for n in workflow["nodes"]}
         assert all(link[1] in ids and link[3] in ids for link in workflow["links"])
+
+
+# ComfyUI's frontend (1.27) draws no text below the zoom LiteGraph.Canvas.MinFontSizeForLOD (8 px) /
+# NODE_TEXT_SIZE (14 px) = 0.57; 0.7 keeps titles at 10 px. In a 1600x1000 window its canvas starts
+# right of the 64 px side bar and below the 78 px tab and menu bars (measured with tools/screenshot.py).
+READABLE_ZOOM = 0.7
+CANVAS = (64, 78, 1600, 1000)
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(ROOT, "example_workflows"))))
+def test_example_workflows_open_readable_with_every_node_in_view(name):
+    workflow = json.load(open(os.path.join(ROOT, "example_workflows", name)))
+    ds = workflow["extra"]["ds"]
+    scale, (ox, oy) = ds["scale"], ds["offset"]
+    assert scale >= READABLE_ZOOM, f"{name} opens at zoom {scale}: text is hard to read or not drawn"
+    left, top, right, bottom = CANVAS
+    for node in workflow["nodes"]:
+        (x, y), (w, h) = node["pos"], node["size"]
+        box = ((x + ox) * scale + left, (y - 30 + oy) * scale + top, (x + w + ox) * scale + left,
+               (y + h + oy) * scale + top)
+        assert left <= box[0] and top <= box[1] and box[2] <= right and box[3] <= bottom, \
+            f"{name}: {node['type']} (id {node['id']}) is outside a 1600x1000 window at the saved view: {box}"
