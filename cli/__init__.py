@@ -1,4 +1,4 @@
-"""``poseanimate``: the command line (animate, download, convert).
+"""``poseanimate``: the command line (animate, batch, download, convert).
 
 Nothing heavy is imported here so ``poseanimate --help`` answers at once; each subcommand imports
 what it needs when it runs.
@@ -113,11 +113,23 @@ def _convert_parser(sub):
     p.set_defaults(run=_run_convert)
 
 
+def _batch_parser(sub):
+    from .batch import add_arguments
+
+    p = sub.add_parser("batch", parents=[_common()], help="animate many clips from a jobs file (on Ray)",
+                       description="Animate every row of a CSV or JSONL jobs file (character, driving, optional "
+                                   "output and any animate option) on Ray workers that load the models once; "
+                                   "resumable. Needs the ray extra: pip install 'poseanimate[ray]'.")
+    add_arguments(p)
+    p.set_defaults(run=_run_batch)
+
+
 def parser():
     p = argparse.ArgumentParser(prog=PROG, description="Animate a character image with a pose sequence "
                                                        "(Animate Anyone / MusePose).")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{animate,download,convert}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{animate,batch,download,convert}")
     _animate_parser(sub)
+    _batch_parser(sub)
     _download_parser(sub)
     _convert_parser(sub)
     return p
@@ -127,20 +139,32 @@ def _say(args):
     return (lambda line: None) if args.quiet else print
 
 
-def _run_animate(args):
-    from .pipeline import animate_video
-
+def animate_options(args):
+    """``animate_video``'s keyword arguments (all but the three paths) from parsed ``animate`` options;
+    the batch builds each row's the same way."""
     names = ("length", "overlap", "stride", "schedule", "fuse")
     context = {n: getattr(args, f"context_{n}") for n in names if getattr(args, f"context_{n}") is not None}
     if args.window_batch is not None:
         context["window_batch"] = args.window_batch
-    result = animate_video(
-        args.character, args.driving, args.output, models=args.models, comfyui=args.comfyui, networks=args.networks,
+    return dict(
+        models=args.models, comfyui=args.comfyui, networks=args.networks,
         variant=args.variant, width=args.width, height=args.height, frames=args.frames, fps=args.fps,
         steps=args.steps, cfg=args.cfg, seed=args.seed, sampler=args.sampler, beta_schedule=args.beta_schedule,
         context=context or None, retarget=args.retarget, smooth=args.smooth, device=args.device,
         dtype=args.dtype, decode_chunk=args.decode_chunk, download=args.download, progress=not args.quiet)
+
+
+def _run_animate(args):
+    from .pipeline import animate_video
+
+    result = animate_video(args.character, args.driving, args.output, **animate_options(args))
     print(result["path"])
+
+
+def _run_batch(args):
+    from .batch import run_from_args
+
+    return run_from_args(args)
 
 
 def _run_download(args):
@@ -167,7 +191,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("poseanimate").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
-        args.run(args)
+        code = args.run(args)
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -175,4 +199,4 @@ def main(argv=None):
         message = str(e) if isinstance(e, RuntimeError) else " ".join(str(e).split())
         print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
         return 1
-    return 0
+    return code or 0

@@ -171,6 +171,17 @@ def ensure_models(root, variant, components, networks=None, download=False):
                    f"{'' if root == dl.default_models_dir() else f' --models {root}'}` first, or add --download")
 
 
+def _cached(cache, kind, key, load):
+    """``load()``, or the model of this ``kind`` kept in ``cache`` when it was loaded with the same ``key``
+    (one model per kind is kept)."""
+    if cache is None:
+        return load()
+    if kind not in cache or cache[kind][0] != key:
+        cache.pop(kind, None)
+        cache[kind] = (key, load())
+    return cache[kind][1]
+
+
 # ---------------------------------------------------------------------------------------------- poses
 
 
@@ -230,13 +241,15 @@ def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smo
 def animate_video(character, driving, output, *, models=None, comfyui=None, networks=None, variant=None,
                   width=None, height=None, frames=None, fps=None, steps=20, cfg=3.5, seed=42, sampler=None,
                   beta_schedule=None, context=None, retarget="neck", smooth="none", device=None, dtype=None,
-                  decode_chunk=8, download=False, progress=True):
+                  decode_chunk=8, download=False, progress=True, cache=None):
     """Animate ``character`` (an image file) with ``driving`` (a video, a POSE_KEYPOINT JSON file or a
     folder of pose images) and write ``output`` (.mp4). Returns a dict describing what was written.
 
     ``models``/``comfyui``: the models folder (see :mod:`.download`); ``networks``: a folder with the
     four Animate Anyone files instead of ``MODELS/animate_anyone/<variant>``; ``context``: the
-    engine's context-window options; ``download``: fetch missing model files first (network).
+    engine's context-window options; ``download``: fetch missing model files first (network);
+    ``cache``: a dict the caller keeps between calls, in which the models loaded stay for the next
+    call that needs the same ones (the batch workers load them once).
     """
     if retarget not in RETARGET:
         raise JobError(f"--retarget {retarget} is not valid; valid choices: {', '.join(RETARGET)}")
@@ -267,7 +280,8 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
             if "dwpose" in components:
                 folder = os.path.join(root, dl.DWPOSE_DIR)
                 providers = ["CPUExecutionProvider"] if str(device).startswith("cpu") else None
-                dwpose = DWPose(locate_model(DETECTOR_FILE, [folder]), locate_model(POSE_FILE, [folder]), providers)
+                dwpose = _cached(cache, "dwpose", (folder, providers), lambda: DWPose(
+                    locate_model(DETECTOR_FILE, [folder]), locate_model(POSE_FILE, [folder]), providers))
             poses, fps = driving_poses(kind, driving, image, dwpose, max_frames=frames, retarget=retarget,
                                        smooth=smooth, fps=fps, progress=progress)
 
@@ -279,15 +293,18 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
         device, dtype = gen.torch_settings(device, dtype)
         net_folder = networks or os.path.join(root, dl.networks_dir(variant))
         log.info("loading the networks from %s (%s, %s)", net_folder, device, dtype)
-        nets = load_models(net_folder, device=device, dtype=dtype)
+        nets = _cached(cache, "networks", (net_folder, device, dtype),
+                       lambda: load_models(net_folder, device=device, dtype=dtype))
         if nets.variant != variant:
             log.warning("%s holds %s networks (asked for %s): drawing poses in the %s style",
                         net_folder, nets.variant, variant, nets.variant)
         if kind != "images":
             pose_images = render_frames(poses, width, height, style=nets.variant)
 
-        encoder = gen.load_image_encoder(os.path.join(root, dl.CLIP_DIR), device, dtype)
-        vae = gen.load_vae(os.path.join(root, dl.VAE_DIR), device, dtype)
+        clip_dir, vae_dir = os.path.join(root, dl.CLIP_DIR), os.path.join(root, dl.VAE_DIR)
+        encoder = _cached(cache, "clip_vision", (clip_dir, device, dtype),
+                          lambda: gen.load_image_encoder(clip_dir, device, dtype))
+        vae = _cached(cache, "vae", (vae_dir, device, dtype), lambda: gen.load_vae(vae_dir, device, dtype))
         latents, embeds = gen.reference_conditioning(image, width, height, vae, encoder)
         del encoder
         if embeds.shape[-1] != nets.embed_dim:
