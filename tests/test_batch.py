@@ -121,26 +121,43 @@ def test_batch_on_two_workers_survives_bad_rows_failures_and_a_killed_worker_the
     jobs = write_jsonl(work / "jobs.jsonl", rows)
     out = tmp_path / "out"
     args = batch_args(jobs, out, "--models", str(work / "models"), "--skip-bad", *FAST)
-    killed = []
+    killed, ended = [], []
 
-    def kill_mid_job(event):
+    def kill_mid_job_then_interrupt(event):
         if event["event"] == "start" and event["job"].key == "ben_dance.mp4" and not killed:
             pid = event["pool"].worker_info(event["worker"])["pid"]
             time.sleep(1.0)  # let it start working
             os.kill(pid, signal.SIGKILL)
             killed.append((event["worker"], pid))
+        if event["event"] == "end":
+            ended.append(event["job"].key)
+            if event["job"].key == "ben_dance.mp4":
+                raise KeyboardInterrupt  # as Ctrl-C in the middle of the batch
 
     planned, manifest, outdir = plan(args)
-    run_batch(planned, manifest, outdir, workers=2, device="cpu", on_event=kill_mid_job)
-    status = {j.key: j.status for j in planned}
-    assert status == {"anna_dance.mp4": "done", "anna_seed7.mp4": "done", "ben_dance.mp4": "done",
-                      "ben_gone.mp4": "bad", "anna_nobody.mp4": "failed", "ben_1step.mp4": "done"}
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(planned, manifest, outdir, workers=2, device="cpu", on_event=kill_mid_job_then_interrupt)
     assert killed
     record = json.loads((out / MANIFEST).read_text())["jobs"]
-    assert record["ben_dance.mp4"]["attempts"] == 2 and record["ben_dance.mp4"]["worker"] != killed[0][0]
+    assert {k for k, r in record.items() if r["status"] != "bad"} == set(ended)
+    assert record["ben_gone.mp4"]["status"] == "bad"
     assert "gone.mp4: no such file or folder" in record["ben_gone.mp4"]["error"]
+    assert record["ben_dance.mp4"]["status"] == "done"  # retried on the other worker
+    assert record["ben_dance.mp4"]["attempts"] == 2 and record["ben_dance.mp4"]["worker"] != killed[0][0]
+    assert not [n for n in os.listdir(out) if n.endswith(".mp4") and n not in record]
+    done_before = sum(r["status"] == "done" for r in record.values())
+
+    # the same command resumes: what is done is skipped, the rest runs
+    code = main(["batch", str(jobs), "-o", str(out), "--models", str(work / "models"), "--skip-bad",
+                 "--workers", "2", *FAST])
+    assert code == 1  # a bad row and a failed job
+    assert f"{4 - done_before} done, {done_before} skipped, 1 failed, 1 bad" in capsys.readouterr().err
+    record = json.loads((out / MANIFEST).read_text())["jobs"]
+    status = {k: r["status"] for k, r in record.items()}
+    assert status == {"anna_dance.mp4": "done", "anna_seed7.mp4": "done", "ben_dance.mp4": "done",
+                      "ben_gone.mp4": "bad", "anna_nobody.mp4": "failed", "ben_1step.mp4": "done"}
+    assert record["ben_dance.mp4"]["attempts"] == 2 and record["ben_dance.mp4"]["worker"] != killed[0][0]
     assert "DWPose found no person" in record["anna_nobody.mp4"]["error"]
-    assert {r["worker"] for r in record.values() if r["status"] == "done"} >= {1}
     videos = {}
     for name in ("anna_dance.mp4", "anna_seed7.mp4", "ben_dance.mp4", "ben_1step.mp4"):
         video, _, _ = fx.read_video(out / name)
@@ -151,19 +168,21 @@ def test_batch_on_two_workers_survives_bad_rows_failures_and_a_killed_worker_the
     assert sorted(os.listdir(out)) == ["anna_dance.mp4", "anna_seed7.mp4", "ben_1step.mp4", "ben_dance.mp4",
                                        MANIFEST]
 
-    # a rerun of the command skips every finished job (same options, same checksum) and retries the failed one
+    # a rerun of the command (without the failing row) skips every finished job (same options, same
+    # checksum): no worker is started
     mtimes = {n: os.stat(out / n).st_mtime_ns for n in videos}
+    write_jsonl(jobs, rows[:4] + rows[5:])
     capsys.readouterr()
     code = main(["batch", str(jobs), "-o", str(out), "--models", str(work / "models"), "--skip-bad",
                  "--workers", "2", *FAST])
-    assert code == 1  # the bad row and the failing job are still there
+    assert code == 1  # the bad row is still there
     err = capsys.readouterr().err
-    assert "4 skipped, 0 done" not in err and "0 done, 4 skipped, 1 failed, 1 bad" in err
+    assert "0 done, 4 skipped, 0 failed, 1 bad" in err
     assert {n: os.stat(out / n).st_mtime_ns for n in videos} == mtimes
     again = json.loads((out / MANIFEST).read_text())["jobs"]
     assert {k: again[k] for k in videos} == {k: record[k] for k in videos}
 
-    # a changed option runs that job again; a video changed on disk is made again
+    # a changed option runs that job again, and so does a video changed on disk
     rows[1]["seed"] = 8
     write_jsonl(jobs, rows[:3])
     with open(out / "anna_dance.mp4", "ab") as f:
@@ -172,6 +191,27 @@ def test_batch_on_two_workers_survives_bad_rows_failures_and_a_killed_worker_the
                  *FAST])
     assert code == 0
     err = capsys.readouterr().err
+    assert "start anna_seed7.mp4 on worker" in err and "done anna_dance.mp4" in err
     assert "2 done, 1 skipped, 0 failed, 0 bad" in err
     final = json.loads((out / MANIFEST).read_text())["jobs"]
     assert final["anna_seed7.mp4"]["options"]["seed"] == 8 and final["ben_dance.mp4"] == record["ben_dance.mp4"]
+
+
+def test_only_the_ray_modules_import_ray():
+    import ast
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    importers = set()
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("tests", "benchmarks", "tools")]
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                with open(path, encoding="utf-8") as f:
+                    tree = ast.parse(f.read())
+                for node in ast.walk(tree):
+                    names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                             else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+                    if any(n == "ray" or n.startswith("ray.") for n in names):
+                        importers.add(os.path.relpath(path, root))
+    assert importers == {os.path.join("cli", "ray_workers.py"), os.path.join("sampling", "parallel.py")}
