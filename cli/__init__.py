@@ -85,6 +85,10 @@ def _animate_parser(sub):
     g.add_argument("--dtype", choices=("auto", "fp16", "bf16", "fp32"), default="auto",
                    help="auto: fp16 on GPUs, fp32 on the CPU")
     g.add_argument("--decode-chunk", type=_positive_int, default=8, help="frames per VAE decode call (default: 8)")
+    g = p.add_argument_group("window-parallel sampling (needs the ray extra)")
+    g.add_argument("--workers", type=_positive_int,
+                   help="spread each step's context windows over N Ray workers that each hold the networks")
+    g.add_argument("--ray", metavar="ADDRESS", help="the Ray cluster for --workers (default: a local Ray)")
     p.set_defaults(run=_run_animate)
 
 
@@ -151,7 +155,8 @@ def animate_options(args):
         variant=args.variant, width=args.width, height=args.height, frames=args.frames, fps=args.fps,
         steps=args.steps, cfg=args.cfg, seed=args.seed, sampler=args.sampler, beta_schedule=args.beta_schedule,
         context=context or None, retarget=args.retarget, smooth=args.smooth, device=args.device,
-        dtype=args.dtype, decode_chunk=args.decode_chunk, download=args.download, progress=not args.quiet)
+        dtype=args.dtype, decode_chunk=args.decode_chunk, download=args.download, progress=not args.quiet,
+        workers=args.workers, ray=args.ray)
 
 
 def _run_animate(args):

@@ -8,6 +8,7 @@ VAE sees it resized to the video size (Lanczos) and its ``latent_dist.mean`` x 0
 reference latent.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -171,6 +172,15 @@ def ensure_models(root, variant, components, networks=None, download=False):
                    f"{'' if root == dl.default_models_dir() else f' --models {root}'}` first, or add --download")
 
 
+def check_parallel(workers, ray):
+    import importlib.util
+
+    if ray is not None and not workers:
+        raise JobError(f"--ray {ray} is for window-parallel sampling: give --workers N too")
+    if workers and importlib.util.find_spec("ray") is None:
+        raise JobError(f"--workers {workers} needs Ray: pip install 'poseanimate[ray]' (or leave --workers out)")
+
+
 def _cached(cache, kind, key, load):
     """``load()``, or the model of this ``kind`` kept in ``cache`` when it was loaded with the same ``key``
     (one model per kind is kept)."""
@@ -241,7 +251,7 @@ def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smo
 def animate_video(character, driving, output, *, models=None, comfyui=None, networks=None, variant=None,
                   width=None, height=None, frames=None, fps=None, steps=20, cfg=3.5, seed=42, sampler=None,
                   beta_schedule=None, context=None, retarget="neck", smooth="none", device=None, dtype=None,
-                  decode_chunk=8, download=False, progress=True, cache=None):
+                  decode_chunk=8, download=False, progress=True, cache=None, workers=None, ray=None):
     """Animate ``character`` (an image file) with ``driving`` (a video, a POSE_KEYPOINT JSON file or a
     folder of pose images) and write ``output`` (.mp4). Returns a dict describing what was written.
 
@@ -249,7 +259,8 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
     four Animate Anyone files instead of ``MODELS/animate_anyone/<variant>``; ``context``: the
     engine's context-window options; ``download``: fetch missing model files first (network);
     ``cache``: a dict the caller keeps between calls, in which the models loaded stay for the next
-    call that needs the same ones (the batch workers load them once).
+    call that needs the same ones (the batch workers load them once); ``workers``: spread each step's
+    context windows over this many Ray workers (on the cluster at ``ray``, default a local Ray).
     """
     if retarget not in RETARGET:
         raise JobError(f"--retarget {retarget} is not valid; valid choices: {', '.join(RETARGET)}")
@@ -258,6 +269,7 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
         raise JobError(f"--frames must be at least 1, got {frames}")
     if fps is not None and fps <= 0:
         raise JobError(f"--fps must be positive, got {fps}")
+    check_parallel(workers, ray)
     image = load_image(character)
     width, height = video_size(width, height, *image.size)
     kind = driving_kind(driving)
@@ -315,11 +327,18 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
         scheduler = {k: v for k, v in (("sampler", sampler), ("beta_schedule", beta_schedule)) if v is not None}
         log.info("animating %d frames at %dx%d, %d steps, cfg %s, seed %d", count, width, height, steps, cfg, seed)
         windows = count_unet_passes(count, ContextOptions.from_dict(context), steps, guidance=False)
-        with _bar(progress, total=windows, desc="denoising", unit="window") as bar:
-            result = animate(nets, reference_latents=latents, image_embeds=embeds,
-                             pose_images=gen.pose_tensor(pose_images, dtype), seed=seed,
-                             steps=steps, cfg=cfg, scheduler=scheduler, context=context,
-                             callback=gen.ProgressCallback(bar))
+        with contextlib.ExitStack() as stack, _bar(progress, total=windows, desc="denoising", unit="window") as bar:
+            run = animate
+            if workers:
+                from ..sampling.parallel import WindowWorkers
+
+                log.info("starting %d window workers on %s", workers, ray or "a local Ray")
+                run = stack.enter_context(WindowWorkers(net_folder, workers=workers, address=ray, device=device,
+                                                        dtype=dtype)).animate
+            result = run(nets, reference_latents=latents, image_embeds=embeds,
+                         pose_images=gen.pose_tensor(pose_images, dtype), seed=seed,
+                         steps=steps, cfg=cfg, scheduler=scheduler, context=context,
+                         callback=gen.ProgressCallback(bar))
         del nets
         with VideoWriter(partial, width, height, fps) as writer, \
                 _bar(progress, total=count, desc="decoding", unit="frame") as bar:

@@ -46,10 +46,13 @@ class WindowWorker:
         if threads:
             torch.set_num_threads(threads)
         self.models = load_models(networks, device=device, dtype=dtype)
-        self.model = None
+        self.model, self.windows = None, 0
 
     def pid(self):
         return os.getpid()
+
+    def windows_done(self):
+        return self.windows
 
     def prepare(self, inputs):
         """Build the family's window model for one video by running the family's ``animate`` up to
@@ -70,6 +73,7 @@ class WindowWorker:
         device = self.models.device
         x, t = x.to(device), t.to(device)
         out = [self.model(x[i:i + batch], t, windows[i:i + batch], branches) for i in range(0, len(windows), batch)]
+        self.windows += len(windows)
         return torch.cat(out, dim=1).cpu()
 
 

@@ -1,7 +1,6 @@
 """`poseanimate batch`: the jobs file checked like the command line, and a batch on a local Ray
 (CPU actors, tiny models): two workers, a missing file, a failing job, a worker killed mid-job, a
-rerun that skips what is done. One local Ray serves every test of the module (starting one takes
-seconds)."""
+rerun that skips what is done. The tests on Ray share one local Ray (conftest.local_ray)."""
 
 import json
 import os
@@ -27,15 +26,6 @@ def work(tmp_path_factory):
     fx.write_video(root / "dance.mp4", fx.driving_frames(8), 12)
     fx.write_video(root / "nobody.mp4", fx.driving_frames(4, person=False), 12)
     return root
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray", reason="the batch needs the ray extra: pip install -e '.[ray]'")
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def batch_args(jobs, outdir, *extra):
@@ -142,7 +132,7 @@ def test_batch_on_two_workers_survives_bad_rows_failures_and_a_killed_worker_the
     assert {k for k, r in record.items() if r["status"] != "bad"} == set(ended)
     assert record["ben_gone.mp4"]["status"] == "bad"
     assert "gone.mp4: no such file or folder" in record["ben_gone.mp4"]["error"]
-    assert record["ben_dance.mp4"]["status"] == "done"  # retried on the other worker
+    assert record["ben_dance.mp4"]["status"] == "done", record["ben_dance.mp4"]  # retried on another worker
     assert record["ben_dance.mp4"]["attempts"] == 2 and record["ben_dance.mp4"]["worker"] != killed[0][0]
     assert not [n for n in os.listdir(out) if n.endswith(".mp4") and n not in record]
     done_before = sum(r["status"] == "done" for r in record.values())
