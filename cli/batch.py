@@ -370,6 +370,10 @@ def run_from_args(args):
     try:
         run_batch(jobs, manifest, outdir, address=args.ray, workers=args.workers, device=args.device,
                   gpus_per_job=args.gpus_per_job, retries=args.retries, on_event=on_event)
+    except KeyboardInterrupt:
+        print(f"stopped; the finished jobs are in {os.path.join(outdir, MANIFEST)}: the same command resumes",
+              file=sys.stderr)
+        raise
     finally:
         bar.close()
         if not args.quiet:

@@ -79,7 +79,7 @@ class JobPool:
         self.options, self.count, self.device = _resources(device, gpus_per_job, workers)
         self.retries, self.actor = retries, ray.remote(JobWorker)
         self.workers, self.info = {}, {}  # index -> actor, index -> its info() (a ref until asked)
-        self.replacements = 0
+        self.created = self.replacements = 0
         for _ in range(self.count):
             self._start_worker()
 
@@ -94,7 +94,7 @@ class JobPool:
             ray.shutdown()
 
     def _start_worker(self):
-        index = len(self.workers) + self.replacements
+        index, self.created = self.created, self.created + 1
         threads = self.options.get("num_cpus") if "num_gpus" not in self.options else None
         self.workers[index] = self.actor.options(**self.options).remote(threads)
         self.info[index] = self.workers[index].info.remote()
@@ -124,11 +124,16 @@ class JobPool:
                         pending.appendleft(job)
                         continue
                     job.attempts += 1
-                    args = dict(vars(job.args), device=self.device if job.args.device == "auto" else job.args.device)
+                    args = dict(vars(job.args), device=self.device)  # a GPU worker sees its GPU as "cuda"
                     args.pop("run", None)
                     part = os.path.join(tmp, f"{job.attempts}-{os.path.basename(job.output)}")
                     running[self.workers[worker].run.remote(args, part)] = (job, worker)
                     event("start", job, worker)
+                if not running:  # every worker died and no more may be started
+                    for job in pending:
+                        finished(job, {"status": "failed", "error": "every worker died; see the Ray logs",
+                                       "attempts": job.attempts, "row": job.where, "options": job.options})
+                    break
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
                 for ref in ready:
                     job, worker = running.pop(ref)

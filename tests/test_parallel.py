@@ -69,11 +69,3 @@ def test_animate_command_with_workers_writes_the_single_process_video(local_ray,
     assert np.abs(single.astype(int) - parallel.astype(int)).max() <= 1  # latents within 1e-5; one uint8 step
     assert main([*common, "-o", str(tmp_path / "x.mp4"), "--ray", "auto"]) == 1
     assert "--ray auto is for window-parallel sampling: give --workers N too" in capsys.readouterr().err
-
-
-def test_window_parallel_command_line_option_needs_workers():
-    from poseanimate.cli.pipeline import JobError, check_parallel
-
-    with pytest.raises(JobError, match="--ray auto is for window-parallel sampling: give --workers N too"):
-        check_parallel(None, "auto")
-    check_parallel(2, None)
