@@ -108,7 +108,7 @@ class WindowWorkers:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         threads = None if gpu else max(1, cpus // workers)
         options = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": threads}
-        device = ("cuda" if gpu else "cpu") if device in (None, "auto") else device
+        device = "cuda" if gpu else "cpu"  # a GPU worker sees its own GPU as "cuda"
         actor = ray.remote(WindowWorker).options(**options)
         self.workers = [actor.remote(networks, device, dtype, threads) for _ in range(workers)]
 
