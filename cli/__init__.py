@@ -1,4 +1,4 @@
-"""``poseanimate``: the command line (animate, download, convert).
+"""``poseanimate``: the command line (animate, batch, download, convert).
 
 Nothing heavy is imported here so ``poseanimate --help`` answers at once; each subcommand imports
 what it needs when it runs.
@@ -89,6 +89,10 @@ def _animate_parser(sub):
     g.add_argument("--dtype", choices=("auto", "fp16", "bf16", "fp32"), default="auto",
                    help="auto: fp16 on GPUs, fp32 on the CPU")
     g.add_argument("--decode-chunk", type=_positive_int, default=8, help="frames per VAE decode call (default: 8)")
+    g = p.add_argument_group("window-parallel sampling (needs the ray extra)")
+    g.add_argument("--workers", type=_positive_int,
+                   help="spread each step's context windows over N Ray workers that each hold the networks")
+    g.add_argument("--ray", metavar="ADDRESS", help="the Ray cluster for --workers (default: a local Ray)")
     p.set_defaults(run=_run_animate)
 
 
@@ -117,11 +121,23 @@ def _convert_parser(sub):
     p.set_defaults(run=_run_convert)
 
 
+def _batch_parser(sub):
+    from .batch import add_arguments
+
+    p = sub.add_parser("batch", parents=[_common()], help="animate many clips from a jobs file (on Ray)",
+                       description="Animate every row of a CSV or JSONL jobs file (character, driving, optional "
+                                   "output and any animate option) on Ray workers that load the models once; "
+                                   "resumable. Needs the ray extra: pip install 'poseanimate[ray]'.")
+    add_arguments(p)
+    p.set_defaults(run=_run_batch)
+
+
 def parser():
     p = argparse.ArgumentParser(prog=PROG, description="Animate a character image with a pose sequence "
                                                        "(Animate Anyone / MusePose).")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{animate,download,convert}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{animate,batch,download,convert}")
     _animate_parser(sub)
+    _batch_parser(sub)
     _download_parser(sub)
     _convert_parser(sub)
     return p
@@ -131,21 +147,33 @@ def _say(args):
     return (lambda line: None) if args.quiet else print
 
 
-def _run_animate(args):
-    from .pipeline import animate_video
-
+def animate_options(args):
+    """``animate_video``'s keyword arguments (all but the three paths) from parsed ``animate`` options;
+    the batch builds each row's the same way."""
     names = ("length", "overlap", "stride", "schedule", "fuse")
     context = {n: getattr(args, f"context_{n}") for n in names if getattr(args, f"context_{n}") is not None}
     if args.window_batch is not None:
         context["window_batch"] = args.window_batch
-    result = animate_video(
-        args.character, args.driving, args.output, models=args.models, comfyui=args.comfyui, networks=args.networks,
+    return dict(
+        models=args.models, comfyui=args.comfyui, networks=args.networks,
         variant=args.variant, width=args.width, height=args.height, frames=args.frames, fps=args.fps,
         steps=args.steps, cfg=args.cfg, seed=args.seed, sampler=args.sampler, beta_schedule=args.beta_schedule,
         context=context or None, retarget=args.retarget, smooth=args.smooth, device=args.device,
         dtype=args.dtype, decode_chunk=args.decode_chunk, download=args.download, overwrite=args.overwrite,
-        progress=not args.quiet)
+        progress=not args.quiet, workers=args.workers, ray=args.ray)
+
+
+def _run_animate(args):
+    from .pipeline import animate_video
+
+    result = animate_video(args.character, args.driving, args.output, **animate_options(args))
     print(result["path"])
+
+
+def _run_batch(args):
+    from .batch import run_from_args
+
+    return run_from_args(args)
 
 
 def _run_download(args):
@@ -193,7 +221,7 @@ def main(argv=None):
     logging.getLogger("poseanimate").setLevel(logging.WARNING if args.quiet else logging.INFO)
     previous = _handle_termination()
     try:
-        args.run(args)
+        code = args.run(args)
     except Terminated as e:
         print(f"{PROG} {args.command}: stopped by {signal.Signals(e.args[0]).name}", file=sys.stderr)
         return 128 + e.args[0]
@@ -207,4 +235,4 @@ def main(argv=None):
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-    return 0
+    return code or 0

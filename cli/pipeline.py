@@ -8,6 +8,7 @@ VAE sees it resized to the video size (Lanczos) and its ``latent_dist.mean`` x 0
 reference latent.
 """
 
+import contextlib
 import json
 import logging
 import math
@@ -257,6 +258,26 @@ def ensure_models(root, variant, components, networks=None, download=False):
                    f"{'' if root == dl.default_models_dir() else f' --models {root}'}` first, or add --download")
 
 
+def check_parallel(workers, ray):
+    import importlib.util
+
+    if ray is not None and not workers:
+        raise JobError(f"--ray {ray} is for window-parallel sampling: give --workers N too")
+    if workers and importlib.util.find_spec("ray") is None:
+        raise JobError(f"--workers {workers} needs Ray: pip install 'poseanimate[ray]' (or leave --workers out)")
+
+
+def _cached(cache, kind, key, load):
+    """``load()``, or the model of this ``kind`` kept in ``cache`` when it was loaded with the same ``key``
+    (one model per kind is kept)."""
+    if cache is None:
+        return load()
+    if kind not in cache or cache[kind][0] != key:
+        cache.pop(kind, None)
+        cache[kind] = (key, load())
+    return cache[kind][1]
+
+
 # ---------------------------------------------------------------------------------------------- poses
 
 
@@ -360,7 +381,8 @@ def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smo
 def animate_video(character, driving, output=None, *, models=None, comfyui=None, networks=None, variant=None,
                   width=None, height=None, frames=None, fps=None, steps=20, cfg=3.5, seed=42, sampler=None,
                   beta_schedule=None, context=None, retarget="neck", smooth="none", device=None, dtype=None,
-                  decode_chunk=8, download=False, overwrite=False, progress=True):
+                  decode_chunk=8, download=False, overwrite=False, progress=True, cache=None, workers=None,
+                  ray=None):
     """Animate ``character`` (an image file) with ``driving`` (a video, a POSE_KEYPOINT JSON file or a
     folder of pose images) and write ``output`` (.mp4). Returns a dict describing what was written.
     ``character``/``driving`` None: the project's own figure and dance loop (``assets/``).
@@ -368,12 +390,16 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
     ``models``/``comfyui``: the models folder (see :mod:`.download`); ``networks``: a folder with the
     four Animate Anyone files instead of ``MODELS/animate_anyone/<variant>``; ``context``: the
     engine's context-window options; ``download``: fetch missing model files first (network);
-    ``overwrite``: replace an existing ``output`` (never one of the inputs).
+    ``overwrite``: replace an existing ``output`` (never one of the inputs);
+    ``cache``: a dict the caller keeps between calls, in which the models loaded stay for the next
+    call that needs the same ones (the batch workers load them once); ``workers``: spread each step's
+    context windows over this many Ray workers (on the cluster at ``ray``, default a local Ray).
     """
     if retarget not in RETARGET:
         raise JobError(f"--retarget {retarget} is not valid; valid choices: {', '.join(RETARGET)}")
     get_smoother(smooth)
     check_options(frames=frames, fps=fps, steps=steps, cfg=cfg, seed=seed, context=context, decode_chunk=decode_chunk)
+    check_parallel(workers, ray)
     if dtype not in (None, *DTYPES):
         raise JobError(f"--dtype {dtype} is not valid; valid choices: {', '.join(DTYPES)}")
     from . import generate as gen
@@ -425,7 +451,8 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
             if "dwpose" in components:
                 folder = os.path.join(root, dl.DWPOSE_DIR)
                 providers = ["CPUExecutionProvider"] if device.type == "cpu" else None
-                dwpose = DWPose(locate_model(DETECTOR_FILE, [folder]), locate_model(POSE_FILE, [folder]), providers)
+                dwpose = _cached(cache, "dwpose", (folder, providers), lambda: DWPose(
+                    locate_model(DETECTOR_FILE, [folder]), locate_model(POSE_FILE, [folder]), providers))
             poses, fps = driving_poses(kind, json_frames or driving, image, dwpose, max_frames=frames,
                                        retarget=retarget, smooth=smooth, fps=fps, progress=progress, subject=subject)
 
@@ -436,7 +463,8 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
         from ..sampling.engine import animate
         net_folder = networks or os.path.join(root, dl.networks_dir(variant))
         log.info("loading the networks from %s (%s, %s)", net_folder, device, dtype)
-        nets = load_models(net_folder, device=device, dtype=dtype)
+        nets = _cached(cache, "networks", (net_folder, device, dtype),
+                       lambda: load_models(net_folder, device=device, dtype=dtype))
         family = nets.family
         if (family in DENSEPOSE_FAMILIES) != dense:
             raise JobError(f"{net_folder} holds {family} networks, not {variant}; use --variant {family}")
@@ -446,8 +474,10 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
         if kind != "images" and not dense:
             pose_images = render_frames(poses, width, height, style=nets.variant)
 
-        encoder = gen.load_image_encoder(os.path.join(root, dl.CLIP_DIR), device, dtype)
-        vae = gen.load_vae(os.path.join(root, dl.VAE_DIR), device, dtype)
+        clip_dir, vae_dir = os.path.join(root, dl.CLIP_DIR), os.path.join(root, dl.VAE_DIR)
+        encoder = _cached(cache, "clip_vision", (clip_dir, device, dtype),
+                          lambda: gen.load_image_encoder(clip_dir, device, dtype))
+        vae = _cached(cache, "vae", (vae_dir, device, dtype), lambda: gen.load_vae(vae_dir, device, dtype))
         latents, embeds = gen.reference_conditioning(image, width, height, vae, encoder)
         del encoder
         if embeds.shape[-1] != nets.embed_dim:
@@ -458,11 +488,18 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
         scheduler = {k: v for k, v in (("sampler", sampler), ("beta_schedule", beta_schedule)) if v is not None}
         log.info("animating %d frames at %dx%d, %d steps, cfg %s, seed %d", count, width, height, steps, cfg, seed)
         windows = count_unet_passes(count, ContextOptions.from_dict(context), steps, guidance=False)
-        with _bar(progress, total=windows, desc="denoising", unit="window") as bar:
-            result = animate(nets, reference_latents=latents, image_embeds=embeds,
-                             pose_images=torch.from_numpy(pose_images), seed=seed,
-                             steps=steps, cfg=cfg, scheduler=scheduler, context=context,
-                             callback=gen.ProgressCallback(bar))
+        with contextlib.ExitStack() as stack, _bar(progress, total=windows, desc="denoising", unit="window") as bar:
+            run = animate
+            if workers:
+                from ..sampling.parallel import WindowWorkers
+
+                log.info("starting %d window workers on %s", workers, ray or "a local Ray")
+                run = stack.enter_context(WindowWorkers(net_folder, workers=workers, address=ray, device=device,
+                                                        dtype=dtype)).animate
+            result = run(nets, reference_latents=latents, image_embeds=embeds,
+                         pose_images=torch.from_numpy(pose_images), seed=seed,
+                         steps=steps, cfg=cfg, scheduler=scheduler, context=context,
+                         callback=gen.ProgressCallback(bar))
         del nets
         with VideoWriter(partial, width, height, fps) as writer, \
                 _bar(progress, total=count, desc="decoding", unit="frame") as bar:

@@ -46,3 +46,15 @@ def comfy():
     import folder_paths
 
     return comfy
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray (2 CPUs) for every test that needs one: starting Ray takes seconds."""
+    ray = pytest.importorskip("ray", reason="the batch and window-parallel tests need the ray extra: "
+                                            "pip install -e '.[ray]'")
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")  # a busy 2-core runner starts it slowly
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
