@@ -1,4 +1,4 @@
-"""Throughput of the pose stack: DWPose extraction, rendering (both styles), retargeting, smoothing.
+"""Throughput of the pose stack: DWPose extraction, rendering (every style), retargeting, smoothing.
 
     python benchmarks/pose.py                                  # stand-in ONNX models, CPU
     python benchmarks/pose.py --detector /models/yolox_l.onnx --pose-model /models/dw-ll_ucoco_384.onnx

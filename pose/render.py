@@ -29,6 +29,7 @@ exactly as the references do, so a pose drawn at its own size lands on the same 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
@@ -249,37 +250,39 @@ def _draw_unianimate(canvas: np.ndarray, people: list[dict[str, _Points]], body:
 _PIL_PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit resampling (32 - 8 - 2)
 
 
+@functools.lru_cache(maxsize=16)
 def _pil_bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Pillow's bilinear taps for one axis: source indices and fixed-point weights [out, taps]."""
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
     support = filterscale
     taps = int(math.ceil(support)) * 2 + 1
-    index = np.zeros((out_size, taps), dtype=np.int64)
-    weight = np.zeros((out_size, taps), dtype=np.int64)
-    for xx in range(out_size):
-        center = (xx + 0.5) * scale
-        xmin = max(int(center - support + 0.5), 0)
-        xmax = min(int(center + support + 0.5), in_size)
-        k = np.array([max(0.0, 1.0 - abs((x - center + 0.5) * (1.0 / filterscale))) for x in range(xmin, xmax)])
-        total = 0.0
-        for w in k:  # summed in order, as Pillow does (numpy and Python 3.12's sum() round differently)
-            total += w
-        if total != 0.0:
-            k = k / total
-        index[xx, :xmax - xmin] = np.arange(xmin, xmax)
-        weight[xx, :xmax - xmin] = (0.5 + k * (1 << _PIL_PRECISION_BITS)).astype(np.int64)
+    center = (np.arange(out_size) + 0.5) * scale
+    xmin = np.maximum(np.trunc(center - support + 0.5), 0).astype(np.int64)
+    xmax = np.minimum(np.trunc(center + support + 0.5), in_size).astype(np.int64)
+    index = xmin[:, None] + np.arange(taps)
+    valid = index < xmax[:, None]
+    k = np.where(valid, np.maximum(0.0, 1.0 - np.abs((index - center[:, None] + 0.5) * (1.0 / filterscale))), 0.0)
+    total = np.zeros(out_size)
+    for tap in range(taps):  # summed in order, as Pillow does (numpy's sum rounds differently)
+        total = total + k[:, tap]
+    k = np.where(total[:, None] != 0.0, k / np.where(total == 0.0, 1.0, total)[:, None], k)
+    weight = np.trunc(0.5 + k * (1 << _PIL_PRECISION_BITS)).astype(np.int64)
+    index = np.where(valid, index, 0)
+    index.flags.writeable = weight.flags.writeable = False
     return index, weight
 
 
 def _pil_bilinear_axis(image: np.ndarray, out_size: int, axis: int) -> np.ndarray:
     index, weight = _pil_bilinear_taps(image.shape[axis], out_size)
-    source = np.moveaxis(image, axis, 0).astype(np.int64)
-    total = np.full((out_size,) + source.shape[1:], 1 << (_PIL_PRECISION_BITS - 1), dtype=np.int64)
-    shape = (out_size,) + (1,) * (source.ndim - 1)
+    source = image.astype(np.int32)  # 255 x 2^22 and the sums of the taps stay below 2^31
+    shape = [1] * image.ndim
+    shape[axis] = out_size
+    total = np.full(image.shape[:axis] + (out_size,) + image.shape[axis + 1:], 1 << (_PIL_PRECISION_BITS - 1),
+                    dtype=np.int32)
     for tap in range(index.shape[1]):
-        total += source[index[:, tap]] * weight[:, tap].reshape(shape)
-    return np.moveaxis(np.clip(total >> _PIL_PRECISION_BITS, 0, 255).astype(np.uint8), 0, axis)
+        total += np.take(source, index[:, tap], axis=axis) * weight[:, tap].astype(np.int32).reshape(shape)
+    return np.clip(total >> _PIL_PRECISION_BITS, 0, 255).astype(np.uint8)
 
 
 def pil_bilinear_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
