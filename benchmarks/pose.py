@@ -1,4 +1,4 @@
-"""Throughput of the pose stack: DWPose extraction, rendering (both styles), retargeting, smoothing,
+"""Throughput of the pose stack: DWPose extraction, rendering (every style), retargeting, smoothing,
 DensePose control images.
 
     python benchmarks/pose.py                                  # stand-in ONNX / TorchScript models, CPU

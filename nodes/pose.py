@@ -15,7 +15,7 @@ from comfy_api.latest import io
 from ..pose.dwpose import DETECTOR_FILE, DOWNLOAD_URLS, PEOPLE_MODES, POSE_FILE, get_dwpose, locate_model
 from ..pose.keypoints import from_pose_keypoint, to_pose_keypoint
 from ..pose.render import STYLES, render_frames
-from ..pose.retarget import PLACEMENTS, retarget
+from ..pose.retarget import METHODS, PLACEMENTS, retarget
 from ..pose.smooth import SMOOTHERS, smooth_frames
 from . import common
 
@@ -135,20 +135,27 @@ class PoseRetarget(io.ComfyNode):
                 io.Combo.Input("smoothing", options=list(SMOOTHERS), default="none",
                                tooltip="Temporal smoothing of the keypoints against jitter: one_euro (adapts to "
                                        "speed) or savgol (Savitzky-Golay); missing points stay missing."),
+                io.Combo.Input("method", options=list(METHODS), default="bones", optional=True,
+                               tooltip="bones: every bone scaled by its median length ratio over the video. "
+                                       "unianimate: UniAnimate's alignment (scale from the first frame, separate "
+                                       "horizontal and vertical scale; needs shoulders and hips, placement neck)."),
             ],
             outputs=[common.PoseKeypoint.Output(tooltip="The retargeted poses, on the character's canvas.")],
         )
 
     @classmethod
-    def execute(cls, driving, character, placement, smoothing):
+    def execute(cls, driving, character, placement, smoothing, method="bones"):
         driving_frames = _read_poses(cls.NAME, "driving", driving)
         character_frames = _read_poses(cls.NAME, "character", character)
         if not character_frames or not character_frames[0].people:
             raise common.PoseAnimateError(cls.NAME, "character", "no person was found in the character pose.",
                                           "use a character image that shows the person (full body works best).")
         try:
-            frames = retarget(driving_frames, character_frames[0], placement=placement)
+            frames = retarget(driving_frames, character_frames[0], placement=placement, method=method)
         except ValueError as e:
+            if method == "unianimate":
+                raise common.PoseAnimateError(cls.NAME, "method", str(e), "use method 'bones', which copes with "
+                                              "missing points and either placement.") from e
             raise common.PoseAnimateError(cls.NAME, "character", str(e), "use a character image that shows the "
                                           "whole person (both shoulders at least), or placement 'driving'.") from e
         if smoothing != "none":
@@ -174,12 +181,14 @@ class PoseRender(io.ComfyNode):
                              tooltip="Image height: the video's height (a multiple of 8 for the PoseGuider)."),
                 io.Combo.Input("style", options=list(STYLES), default="moore",
                                tooltip="moore: for Animate Anyone (body, hands, face). musepose: for MusePose (no "
-                                       "face, limb width from length, red and blue swapped)."),
+                                       "face, limb width from length, red and blue swapped). unianimate: for "
+                                       "UniAnimate (body with feet, hands, no face, drawn at 512x768, red and blue "
+                                       "swapped)."),
                 io.Boolean.Input("body", default=True, tooltip="Draw the body skeleton."),
                 io.Boolean.Input("hands", default=True, tooltip="Draw the hands."),
                 io.Combo.Input("face", options=list(FACE), default="auto",
                                tooltip="Draw the face points; auto: the style's default (on for moore, off for "
-                                       "musepose)."),
+                                       "musepose and unianimate)."),
             ],
             outputs=[io.Image.Output(tooltip="One pose image per frame.")],
         )

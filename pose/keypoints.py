@@ -1,7 +1,8 @@
 """Keypoint types, the COCO-WholeBody -> OpenPose mapping and the POSE_KEYPOINT exchange format.
 
-A person is four numpy arrays of shape [N, 3] holding (x, y, confidence) in pixels of the
-frame's canvas: 18 OpenPose body points, 68 face points and 21 points per hand. A missing
+A person is five numpy arrays of shape [N, 3] holding (x, y, confidence) in pixels of the
+frame's canvas: 18 OpenPose body points, 68 face points, 21 points per hand and 6 foot points
+(COCO-WholeBody's: left big toe, left small toe, left heel, then the right foot's). A missing
 point has confidence 0 and NaN coordinates, so that arithmetic on it cannot pass for a
 position.
 
@@ -9,7 +10,8 @@ POSE_KEYPOINT is the list of OpenPose-JSON frames that comfyui_controlnet_aux's 
 OpenPose nodes return: pixel coordinates (its OpenPose node writes them normalised to
 [0, 1]; both are read), a missing point written as ``0, 0, 0``, a missing face or hand
 written as ``None``, the body always present with 18 points, the face with 70 points (the
-68 landmarks plus the two pupils, copied from the body's eyes). Its reader counts a point as
+68 landmarks plus the two pupils, copied from the body's eyes). The feet go under
+``foot_keypoints_2d`` (6 points), the key other OpenPose-JSON writers use for them. Its reader counts a point as
 present only when its confidence is at least 1, so by default present points are written
 with confidence 1.0 and the real confidences go alongside in an extra per-person key that
 other readers ignore.
@@ -25,6 +27,7 @@ import numpy as np
 N_BODY = 18
 N_FACE = 68
 N_HAND = 21
+N_FOOT = 6
 N_WHOLEBODY = 133
 CONFIDENCE_THRESHOLD = 0.3
 MAX_CANVAS = 1 << 16
@@ -48,14 +51,18 @@ _COCO_LEFT_SHOULDER, _COCO_RIGHT_SHOULDER = 5, 6
 _COCO_FACE = slice(23, 91)
 _COCO_LEFT_HAND = slice(91, 112)
 _COCO_RIGHT_HAND = slice(112, 133)
+_COCO_FEET = slice(17, 23)
+# indices into Person.feet
+L_BIG_TOE, L_SMALL_TOE, L_HEEL, R_BIG_TOE, R_SMALL_TOE, R_HEEL = range(N_FOOT)
 
-PARTS = ("body", "face", "left_hand", "right_hand")
-PART_SIZES = {"body": N_BODY, "face": N_FACE, "left_hand": N_HAND, "right_hand": N_HAND}
+PARTS = ("body", "face", "left_hand", "right_hand", "feet")
+PART_SIZES = {"body": N_BODY, "face": N_FACE, "left_hand": N_HAND, "right_hand": N_HAND, "feet": N_FOOT}
 JSON_KEYS = {
     "body": "pose_keypoints_2d",
     "face": "face_keypoints_2d",
     "left_hand": "hand_left_keypoints_2d",
     "right_hand": "hand_right_keypoints_2d",
+    "feet": "foot_keypoints_2d",
 }
 CONFIDENCE_KEY = "poseanimate_confidence"
 _CONFIDENCE_MODES = ("binary", "real")
@@ -90,6 +97,7 @@ class Person:
     face: np.ndarray = field(default_factory=lambda: missing_points(N_FACE))
     left_hand: np.ndarray = field(default_factory=lambda: missing_points(N_HAND))
     right_hand: np.ndarray = field(default_factory=lambda: missing_points(N_HAND))
+    feet: np.ndarray = field(default_factory=lambda: missing_points(N_FOOT))
 
     def __post_init__(self) -> None:
         for part in PARTS:
@@ -177,6 +185,7 @@ def person_from_wholebody(
         face=points[_COCO_FACE],
         left_hand=points[_COCO_LEFT_HAND],
         right_hand=points[_COCO_RIGHT_HAND],
+        feet=points[_COCO_FEET],
     )
 
 
@@ -204,9 +213,9 @@ def person_to_dict(person: Person, confidence: str = "binary") -> dict[str, Any]
     entry: dict[str, Any] = {JSON_KEYS["body"]: _flatten(person.body, confidence)}
     face = np.concatenate([person.face, person.body[[R_EYE, L_EYE]]])
     entry[JSON_KEYS["face"]] = _flatten(face, confidence) if person.present("face").any() else None
-    for hand in ("left_hand", "right_hand"):
-        points = person.part(hand)
-        entry[JSON_KEYS[hand]] = _flatten(points, confidence) if person.present(hand).any() else None
+    for part in ("left_hand", "right_hand", "feet"):
+        points = person.part(part)
+        entry[JSON_KEYS[part]] = _flatten(points, confidence) if person.present(part).any() else None
     if confidence == "binary":
         entry[CONFIDENCE_KEY] = {
             part: [float(c) for c in person.part(part)[:, 2]]

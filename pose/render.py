@@ -15,6 +15,13 @@ pose's own canvas, then resize the picture to the size the network runs at:
   grow with their length (1 px under 5 px ... 8 px from 320 px); hand joints radius 3; no
   face by default; drawn in BGR and saved as RGB, so red and blue are swapped relative to
   ``moore``.
+* ``unianimate`` (UniAnimate, ``dwpose/util.py`` as ``run_align_pose.py`` calls it): always
+  drawn on a 512x768 canvas whatever the pose's aspect; the ``moore`` body plus two feet (the
+  midpoint of each foot's two toes, joined to its ankle: colours (255, 0, 85) and
+  (170, 255, 255) for the limbs, (170, 255, 255) and (255, 255, 0) for the two points), the
+  ``moore`` hands, no face by default; saved by OpenCV and read back by PIL, so red and blue
+  are swapped like ``musepose``; its loader then resizes with PIL's bilinear filter, which
+  ``pil_bilinear_resize`` reproduces exactly. (Its JPEG round trip is not reproduced.)
 
 Keypoints are placed through normalised coordinates (pixel / canvas size * drawing size),
 exactly as the references do, so a pose drawn at its own size lands on the same pixels.
@@ -22,6 +29,7 @@ exactly as the references do, so a pose drawn at its own size lands on the same 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
@@ -29,7 +37,7 @@ from typing import Callable, Iterable, Sequence
 import cv2
 import numpy as np
 
-from .keypoints import PoseFrame, present_mask
+from .keypoints import L_ANKLE, L_BIG_TOE, L_SMALL_TOE, R_ANKLE, R_BIG_TOE, R_SMALL_TOE, PoseFrame, present_mask
 
 # OpenPose limbs as 0-based (parent, child) pairs in the references' order; both references
 # draw only the first 17 (the shoulder-ear pairs at the end are never drawn).
@@ -48,6 +56,9 @@ HAND_EDGES = (
     (10, 11), (11, 12), (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19),
     (19, 20),
 )
+# UniAnimate's two extra body points (each foot's toe midpoint) and the limbs to them
+UNIANIMATE_FOOT_LIMBS = ((L_ANKLE, 18), (R_ANKLE, 19))
+UNIANIMATE_COLORS = BODY_COLORS + ((170, 255, 255), (255, 255, 0))
 HAND_JOINT_COLOR = (0, 0, 255)
 FACE_COLOR = (255, 255, 255)
 LIMB_DIM = 0.6
@@ -83,24 +94,28 @@ def _fixed_width(width: int) -> Callable[[float], int]:
 
 @dataclass(frozen=True)
 class _Points:
-    """One part of one person on the drawing canvas: float pixels and a presence mask."""
+    """One part of one person on the drawing canvas: float pixels, a presence mask and the
+    coordinates as fractions of the pose's canvas."""
 
     xy: np.ndarray
     present: np.ndarray
+    normalised: np.ndarray
 
 
 def _to_canvas(points: np.ndarray, frame_size: tuple[int, int], draw_size: tuple[int, int]) -> _Points:
-    x = points[:, 0] / float(frame_size[0]) * float(draw_size[0])
-    y = points[:, 1] / float(frame_size[1]) * float(draw_size[1])
-    return _Points(np.stack([x, y], axis=1), present_mask(points))
+    normalised = points[:, :2] / np.array([float(frame_size[0]), float(frame_size[1])])
+    return _Points(normalised * np.array([float(draw_size[0]), float(draw_size[1])]), present_mask(points),
+                   normalised)
 
 
 def _draw_body(canvas: np.ndarray, bodies: Sequence[_Points], limb_width: Callable[[float], int],
-               joint_radius: int = 4) -> np.ndarray:
+               joint_radius: int = 4, limbs: Sequence[tuple[int, int]] = LIMBS[:DRAWN_LIMBS],
+               colors: Sequence[tuple[int, int, int]] = BODY_COLORS) -> np.ndarray:
     """OpenPose limbs as filled ellipses, dimmed, then joints as filled circles, on a black
-    canvas (the body is drawn first in both references, so only the limbs get dimmed)."""
+    canvas (the body is drawn first in every reference, so only the limbs get dimmed). Limb i
+    and joint i take ``colors[i]``."""
     drawn = []
-    for limb, color in zip(LIMBS[:DRAWN_LIMBS], BODY_COLORS):
+    for limb, color in zip(limbs, colors):
         for body in bodies:
             if not body.present[list(limb)].all():
                 continue
@@ -119,7 +134,7 @@ def _draw_body(canvas: np.ndarray, bodies: Sequence[_Points], limb_width: Callab
         region = canvas[max(y, 0):max(y + h, 0), max(x, 0):max(x + w, 0)]
         if region.size:  # limbs entirely off the canvas leave nothing to dim
             region[:] = cv2.LUT(region, _DIM_TABLE)
-    for joint, color in enumerate(BODY_COLORS):
+    for joint, color in enumerate(colors):
         for body in bodies:
             if body.present[joint]:
                 x, y = body.xy[joint]
@@ -201,6 +216,86 @@ def _draw_musepose(canvas: np.ndarray, people: list[dict[str, _Points]], body: b
     return canvas
 
 
+def unianimate_draw_size(width: int, height: int) -> tuple[int, int]:
+    """UniAnimate's ``run_align_pose.py`` draws every pose on a 512x768 canvas."""
+    return 512, 768
+
+
+def _with_toes(body: _Points, feet: _Points, draw_size: tuple[int, int]) -> _Points:
+    """The 18 body points plus each foot's toe midpoint (present when both toes are), taken
+    in canvas fractions and then scaled, in UniAnimate's order of operations."""
+    xy, present = [body.xy], [body.present]
+    for big, small in ((L_BIG_TOE, L_SMALL_TOE), (R_BIG_TOE, R_SMALL_TOE)):
+        middle = (feet.normalised[big] + feet.normalised[small]) / 2
+        xy.append((middle * np.array([float(draw_size[0]), float(draw_size[1])]))[None])
+        present.append(np.array([feet.present[big] and feet.present[small]]))
+    return _Points(np.concatenate(xy), np.concatenate(present), np.zeros((0, 2)))
+
+
+def _draw_unianimate(canvas: np.ndarray, people: list[dict[str, _Points]], body: bool, hands: bool,
+                     face: bool) -> np.ndarray:
+    if body:
+        draw_size = (canvas.shape[1], canvas.shape[0])
+        bodies = [_with_toes(p["body"], p["feet"], draw_size) for p in people]
+        canvas = _draw_body(canvas, bodies, _fixed_width(4), joint_radius=4,
+                            limbs=LIMBS[:DRAWN_LIMBS] + UNIANIMATE_FOOT_LIMBS, colors=UNIANIMATE_COLORS)
+    if hands:
+        canvas = _draw_hands(canvas, [p[h] for p in people for h in ("left_hand", "right_hand")],
+                            _fixed_width(2), joint_radius=4)
+    if face:
+        canvas = _draw_face(canvas, [p["face"] for p in people], radius=3)
+    return canvas
+
+
+_PIL_PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit resampling (32 - 8 - 2)
+
+
+@functools.lru_cache(maxsize=16)
+def _pil_bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pillow's bilinear taps for one axis: source indices and fixed-point weights [out, taps]."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = filterscale
+    taps = int(math.ceil(support)) * 2 + 1
+    center = (np.arange(out_size) + 0.5) * scale
+    xmin = np.maximum(np.trunc(center - support + 0.5), 0).astype(np.int64)
+    xmax = np.minimum(np.trunc(center + support + 0.5), in_size).astype(np.int64)
+    index = xmin[:, None] + np.arange(taps)
+    valid = index < xmax[:, None]
+    k = np.where(valid, np.maximum(0.0, 1.0 - np.abs((index - center[:, None] + 0.5) * (1.0 / filterscale))), 0.0)
+    total = np.zeros(out_size)
+    for tap in range(taps):  # summed in order, as Pillow does (numpy's sum rounds differently)
+        total = total + k[:, tap]
+    k = np.where(total[:, None] != 0.0, k / np.where(total == 0.0, 1.0, total)[:, None], k)
+    weight = np.trunc(0.5 + k * (1 << _PIL_PRECISION_BITS)).astype(np.int64)
+    index = np.where(valid, index, 0)
+    index.flags.writeable = weight.flags.writeable = False
+    return index, weight
+
+
+def _pil_bilinear_axis(image: np.ndarray, out_size: int, axis: int) -> np.ndarray:
+    index, weight = _pil_bilinear_taps(image.shape[axis], out_size)
+    source = image.astype(np.int32)  # 255 x 2^22 and the sums of the taps stay below 2^31
+    shape = [1] * image.ndim
+    shape[axis] = out_size
+    total = np.full(image.shape[:axis] + (out_size,) + image.shape[axis + 1:], 1 << (_PIL_PRECISION_BITS - 1),
+                    dtype=np.int32)
+    for tap in range(index.shape[1]):
+        total += np.take(source, index[:, tap], axis=axis) * weight[:, tap].astype(np.int32).reshape(shape)
+    return np.clip(total >> _PIL_PRECISION_BITS, 0, 255).astype(np.uint8)
+
+
+def pil_bilinear_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``PIL.Image.resize((width, height), Image.BILINEAR)`` on a uint8 [H, W, C] array, bit for
+    bit: Pillow's triangle filter (widened by the scale when shrinking), 22-bit fixed-point
+    weights, the horizontal pass first, rounded to 8 bits, then the vertical pass."""
+    if width != image.shape[1]:
+        image = _pil_bilinear_axis(image, width, axis=1)
+    if height != image.shape[0]:
+        image = _pil_bilinear_axis(image, height, axis=0)
+    return image
+
+
 def _resize_smooth(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """Stand-in for PIL's Lanczos (what Moore's pipeline uses): area averaging when shrinking,
     bicubic when enlarging; both stay within about 0.2 grey levels (mean) of PIL on pose images."""
@@ -244,6 +339,15 @@ STYLES: dict[str, RenderStyle] = {
         face_default=False,
         swap_red_blue=True,
     ),
+    "unianimate": RenderStyle(
+        name="unianimate",
+        description="UniAnimate: body with feet, hands, no face, red/blue swapped, drawn at 512x768",
+        draw_size=unianimate_draw_size,
+        draw=_draw_unianimate,
+        resize=pil_bilinear_resize,
+        face_default=False,
+        swap_red_blue=True,
+    ),
 }
 
 
@@ -269,7 +373,7 @@ def render_frame(frame: PoseFrame, width: int | None = None, height: int | None 
                  face: bool | None = None) -> np.ndarray:
     """Draw one frame's people; returns uint8 RGB [height, width, 3] (default: the frame's canvas size).
 
-    ``face=None`` uses the style's default (on for ``moore``, off for ``musepose``). The pose is
+    ``face=None`` uses the style's default (on for ``moore``, off for the others). The pose is
     stretched to the output size as the references do; retarget it first to keep proportions.
     """
     spec = get_style(style)
@@ -278,7 +382,7 @@ def render_frame(frame: PoseFrame, width: int | None = None, height: int | None 
     draw_w, draw_h = spec.draw_size(frame.width, frame.height)
     people = [
         {part: _to_canvas(p.part(part), (frame.width, frame.height), (draw_w, draw_h))
-         for part in ("body", "face", "left_hand", "right_hand")}
+         for part in ("body", "face", "left_hand", "right_hand", "feet")}
         for p in frame.people
     ]
     canvas = np.zeros((draw_h, draw_w, 3), dtype=np.uint8)

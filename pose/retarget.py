@@ -6,8 +6,8 @@ and added to the parent's new position, so directions come from the driving and 
 from the character. Bone lengths of the driving are medians over all frames where both ends
 are present (missing points are masked, so an occluded frame cannot shorten a bone); the
 character's are measured on its single pose. Left and right bones share the larger of their
-two ratios. Hands follow their wrist and the face its nose rigidly: translated with it and
-scaled by the forearm and head (nose-eye) ratios.
+two ratios. Hands follow their wrist, feet their ankle and the face its nose rigidly:
+translated with it and scaled by the forearm, lower leg and head (nose-eye) ratios.
 
 Where a ratio cannot be measured (the bone is missing in the character or never seen in the
 driving) the mirror bone's ratio is used; failing that, the ratio of the nearest measured
@@ -22,6 +22,10 @@ Placement: ``"neck"`` puts the reference driving frame's neck (the first frame t
 unless told) on the character's neck and moves the neck through the video by the driving's
 motion times the overall scale; ``"driving"`` keeps the driving's neck where it was in the
 frame (in canvas-relative coordinates). The output frames have the character's canvas size.
+
+``method="unianimate"`` instead aligns the way UniAnimate's ``run_align_pose.py`` does (see
+``unianimate_align``): scale and bone ratios from one driving frame, a separate horizontal
+and vertical scale, no torso bones. ``docs/unianimate-alignment.md`` compares the two.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import unianimate_align
 from .keypoints import (
     L_ANKLE, L_EAR, L_ELBOW, L_EYE, L_HIP, L_KNEE, L_SHOULDER, L_WRIST, N_BODY, NECK, NOSE,
     R_ANKLE, R_EAR, R_ELBOW, R_EYE, R_HIP, R_KNEE, R_SHOULDER, R_WRIST, Person, PoseFrame,
@@ -52,8 +57,10 @@ MIRROR_PAIRS = tuple(
                  (R_KNEE, L_KNEE), (R_ANKLE, L_ANKLE), (R_EYE, L_EYE), (R_EAR, L_EAR))
 )
 HAND_ATTACHMENT = {"right_hand": (R_WRIST, BONE_INDEX[R_WRIST]), "left_hand": (L_WRIST, BONE_INDEX[L_WRIST])}
+FOOT_ATTACHMENT = ((slice(0, 3), L_ANKLE, BONE_INDEX[L_ANKLE]), (slice(3, 6), R_ANKLE, BONE_INDEX[R_ANKLE]))
 FACE_ATTACHMENT = (NOSE, BONE_INDEX[R_EYE])
 PLACEMENTS = ("neck", "driving")
+METHODS = ("bones", "unianimate")
 
 
 def bone_lengths(person: Person) -> np.ndarray:
@@ -199,6 +206,10 @@ def retarget_person(person: Person, proportions: Proportions,
                               new_body, proportions)
     nose, head = FACE_ATTACHMENT
     parts["face"] = _attach(person.face, nose, proportions.ratios[head], body, present, new_body, proportions)
+    parts["feet"] = person.feet.copy()
+    for foot, ankle, shin in FOOT_ATTACHMENT:
+        parts["feet"][foot] = _attach(person.feet[foot], ankle, proportions.ratios[shin], body, present,
+                                      new_body, proportions)
     return Person(**parts)
 
 
@@ -208,7 +219,7 @@ def _retarget_without_neck(person: Person, proportions: Proportions,
     if body_present.any():
         pivot = person.body[body_present, :2].mean(axis=0)
     else:
-        everything = np.concatenate([person.part(p) for p in ("face", "left_hand", "right_hand")])
+        everything = np.concatenate([person.part(p) for p in ("face", "left_hand", "right_hand", "feet")])
         pivot = everything[present_mask(everything), :2].mean(axis=0)
     pivot_out = root_map(pivot[None])[0]
     return person.map_xy(lambda xy: pivot_out + proportions.scale * (xy - pivot))
@@ -219,16 +230,24 @@ def _first_person(frame: PoseFrame) -> Person | None:
 
 
 def retarget(driving: Sequence[PoseFrame], character: PoseFrame, placement: str = "neck",
-             reference_frame: int | None = None) -> list[PoseFrame]:
+             reference_frame: int | None = None, method: str = "bones") -> list[PoseFrame]:
     """Driving frames redrawn with the character's proportions, on the character's canvas.
 
     Proportions are measured on the first person of ``character`` and of each driving frame;
     every person of every frame is retargeted with them. ``reference_frame`` (``"neck"``
     placement) is the driving frame whose neck lands on the character's neck; by default the
-    first frame with a neck.
+    first frame with a neck. ``method="unianimate"`` aligns as UniAnimate does instead
+    (``reference_frame``, default 0, is then the frame it measures; placement must be ``"neck"``).
     """
     if placement not in PLACEMENTS:
         raise ValueError(f"unknown placement {placement!r}; valid choices: {', '.join(PLACEMENTS)}")
+    if method not in METHODS:
+        raise ValueError(f"unknown retarget method {method!r}; valid choices: {', '.join(METHODS)}")
+    if method == "unianimate":
+        if placement != "neck":
+            raise ValueError("retarget method 'unianimate' always puts the measured frame's neck on the "
+                             "character's neck; use placement='neck' or method='bones'")
+        return unianimate_align.align(driving, character, reference_frame)
     subject = _first_person(character)
     if subject is None or subject.is_empty():
         raise ValueError("the character pose has nobody in it; check the character image or its pose extraction")

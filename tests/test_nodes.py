@@ -366,6 +366,35 @@ def test_retarget_and_render(N):
             face="on")
 
 
+def test_unianimate_style_and_retarget_method(N):
+    from poseanimate.pose.keypoints import from_pose_keypoint
+    from poseanimate.pose.render import render_frames
+    from poseanimate.pose.retarget import retarget
+
+    retarget_inputs = [i.id for i in N.pose.PoseRetarget.GET_SCHEMA().inputs]
+    assert retarget_inputs == ["driving", "character", "placement", "smoothing", "method"]
+    method = N.pose.PoseRetarget.GET_SCHEMA().inputs[-1]
+    assert (method.options, method.default, method.optional) == (["bones", "unianimate"], "bones", True)
+    render_inputs = {i.id: i for i in N.pose.PoseRender.GET_SCHEMA().inputs}
+    assert render_inputs["style"].options == ["moore", "musepose", "unianimate"]
+    assert list(render_inputs) == ["pose", "width", "height", "style", "body", "hands", "face"]
+
+    driving = json.load(open(os.path.join(DATA, "render", "full_512x768.json")))
+    character = [{**driving[0], "canvas_width": 600, "canvas_height": 900}]
+    out = run(N.pose.PoseRetarget, driving=driving * 2, character=character, placement="neck", smoothing="none",
+              method="unianimate")
+    expected = retarget(from_pose_keypoint(driving * 2), from_pose_keypoint(character)[0], method="unianimate")
+    for frame, want in zip(from_pose_keypoint(out), expected):
+        np.testing.assert_allclose(frame.people[0].body, want.people[0].body, equal_nan=True)
+    images = run(N.pose.PoseRender, pose=out, width=64, height=96, style="unianimate", body=True, hands=True,
+                 face="auto")
+    assert torch.equal((images * 255).round().to(torch.uint8),
+                       torch.from_numpy(render_frames(from_pose_keypoint(out), 64, 96, "unianimate")))
+    with pytest.raises(ValueError, match=r"Pose Retarget: input 'method': .*placement='neck'.*Fix: use method 'bones'"):
+        run(N.pose.PoseRetarget, driving=driving, character=character, placement="driving", smoothing="none",
+            method="unianimate")
+
+
 def test_vae_decode_in_chunks(N, monkeypatch):
     import comfy.utils
 

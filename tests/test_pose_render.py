@@ -165,11 +165,11 @@ def test_render_frames_stacks(full_frame):
 
 
 def test_unknown_style_and_bad_size_are_named(full_frame):
-    with pytest.raises(ValueError, match="moore, musepose"):
+    with pytest.raises(ValueError, match="moore, musepose, unianimate"):
         render.get_style("openpose")
     with pytest.raises(ValueError, match="positive integers"):
         render.render_frame(full_frame, 0, 10)
-    assert render.style_names() == ["moore", "musepose"]
+    assert render.style_names() == ["moore", "musepose", "unianimate"]
 
 
 @pytest.mark.parametrize("style", ["moore", "musepose"])
