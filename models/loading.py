@@ -287,7 +287,12 @@ def load_models(path, device=None, dtype=None, operations=torch.nn):
 
     Roles: ``reference_unet``, ``denoising_unet``, ``pose_guider`` and optional ``motion_module``.
     ``device`` defaults to CUDA when available; ``dtype`` to float16 on GPUs, float32 on the CPU.
+    A folder laid out like MagicAnimate's release loads that family (:mod:`.magicanimate`).
     """
+    from . import magicanimate
+
+    if magicanimate.is_magicanimate_folder(path):
+        return magicanimate.load_models(path, device=device, dtype=dtype, operations=operations)
     return build_models(resolve_files(path), device=device, dtype=dtype, operations=operations)
 
 
