@@ -8,7 +8,7 @@ import argparse
 import logging
 import sys
 
-from .download import DownloadError
+from .download import VARIANTS, DownloadError
 
 PROG = "poseanimate"
 # Listed here rather than imported so --help needs no torch; tests check them against the registries.
@@ -91,8 +91,10 @@ def _animate_parser(sub):
 def _download_parser(sub):
     p = sub.add_parser("download", parents=[_common()], help="download the model files of a variant",
                        description="Download everything a variant needs (its networks, DWPose, the VAE and the "
-                                   "CLIP image encoder) from the Hugging Face Hub; files already there are skipped.")
-    p.add_argument("--variant", choices=("moore", "musepose"), default="moore", help="default: moore")
+                                   "CLIP image encoder; for magicanimate its networks with SD1.5's UNet, DensePose, "
+                                   "the VAE and SD1.5's text encoder) from the Hugging Face Hub; files already "
+                                   "there are skipped.")
+    p.add_argument("--variant", choices=VARIANTS, default="moore", help="default: moore")
     dest = p.add_mutually_exclusive_group()
     dest.add_argument("--dest", "--models", dest="models", metavar="DIR", help=MODELS_HELP)
     dest.add_argument("--comfyui", metavar="PATH", help="download into this ComfyUI install's models folder")

@@ -18,11 +18,17 @@ Without guidance (cfg <= 1; the reference cannot run that) only the conditional 
 every row reads the reference features.
 """
 
+import logging
+from dataclasses import replace
+
 import torch
 
 from ..models.unet import AttentionState
+from .animate_anyone import check_pose_images, pose_input
+from .engine import VAE_SCALE, make_noise, run_sampler
+from .families import context_settings, get_family, scheduler_settings
 
-VAE_SCALE = 0.18215
+log = logging.getLogger(__name__)
 
 
 def _midup(unet):
@@ -35,9 +41,10 @@ class MagicAnimateModel:
     """The window model (see :mod:`.engine`): ``(x [n, L, 4, h, w], t, windows, branches) ->
     [len(branches), n, L, 4, h, w]`` epsilon predictions."""
 
-    def __init__(self, models, reference_latents, text_embeds, pose_images, *, device=None, dtype=None,
+    def __init__(self, networks, reference_latents, text_embeds, pose_images, *, device=None, dtype=None,
                  control_chunk=16):
-        self.encoder, self.unet, self.controlnet = models.appearance_encoder, models.denoising_unet, models.controlnet
+        self.encoder, self.unet = networks.appearance_encoder, networks.denoising_unet
+        self.controlnet = networks.controlnet
         self.device = device or self.unet.conv_in.weight.device
         self.dtype = dtype or self.unet.dtype
         self.reference = torch.as_tensor(reference_latents).to(device=self.device, dtype=self.dtype)
@@ -73,8 +80,7 @@ class MagicAnimateModel:
         todo = [f for f in dict.fromkeys(frames) if f not in cache]
         for first in range(0, len(todo), self.control_chunk):
             chunk = todo[first:first + self.control_chunk]
-            idx = torch.tensor(chunk)
-            cond = self.poses[idx].to(device=self.device, dtype=self.dtype).permute(0, 3, 1, 2)
+            cond = pose_input(self.poses[torch.tensor(chunk)], self.device, self.dtype)
             lat = torch.stack([latents[f] for f in chunk]).to(self.dtype)
             skips, mid = self.controlnet(lat, t, self.text.expand(len(chunk), -1, -1), cond)
             for j, f in enumerate(chunk):
@@ -106,12 +112,71 @@ def check_inputs(reference_latents, text_embeds, pose_images, embed_dim):
     if lat.ndim != 4 or lat.shape[0] != 1 or lat.shape[1] != 4:
         raise ValueError(f"reference_latents must be [1, 4, h, w] (VAE latents x {VAE_SCALE}), got {list(lat.shape)}")
     text = torch.as_tensor(text_embeds)
+    if text.ndim == 2:
+        text = text[None]
     if text.ndim != 3 or text.shape[0] != 1 or text.shape[2] != embed_dim:
         raise ValueError(f"text_embeds must be [1, 77, {embed_dim}] (the SD1.5 text encoder's output for the empty "
                          f"prompt), got {list(text.shape)}")
-    poses = torch.as_tensor(pose_images)
-    size = [lat.shape[2] * 8, lat.shape[3] * 8]
-    if poses.ndim != 4 or list(poses.shape[1:3]) != size or poses.shape[3] != 3:
-        raise ValueError(f"pose_images must be DensePose images [frames, {size[0]}, {size[1]}, 3] in [0, 1] matching "
+    poses = check_pose_images(pose_images)
+    size = (lat.shape[2] * 8, lat.shape[3] * 8)
+    if tuple(poses.shape[1:3]) != size:
+        raise ValueError(f"pose_images must be DensePose images [frames, {size[0]}, {size[1]}, 3] matching "
                          f"reference_latents {list(lat.shape)}, got {list(poses.shape)}")
     return lat, text, poses
+
+
+@torch.inference_mode()
+def sample(networks, *, reference_latents, text_embeds, pose_images, noise, steps, cfg, scheduler=None,
+           context=None, pose_temperature=0.0, callback=None, seed=0, trained_length=None, device=None,
+           dtype=None):
+    """Denoise ``noise`` ``[F, 4, h, w]`` with ``networks`` (``appearance_encoder``, ``denoising_unet``,
+    ``controlnet``) on ``device`` in ``dtype`` (default: the UNet's). Returns float32 latents on the CPU."""
+    lat, text, poses = check_inputs(reference_latents, text_embeds, pose_images,
+                                    networks.denoising_unet.config.cross_attention_dim)
+    if pose_temperature < 0:
+        raise ValueError(f"pose_temperature must be >= 0 (0: off; TCAN uses 3), got {pose_temperature}")
+    if pose_temperature > 0:
+        raise ValueError("pose_temperature: TCAN's temperature map is not in this version yet; use 0")
+    opts = context_settings("magicanimate", context)
+    if cfg <= 1 and opts.schedule == "moore":
+        # Moore's unguided pipeline sums overlapping windows; MagicAnimate's has no unguided path: average.
+        opts = replace(opts, schedule="looped", closed_loop=opts.loops)
+    frames = noise.shape[0]
+    if poses.shape[0] < frames:
+        raise ValueError(f"{frames} frames requested but only {poses.shape[0]} pose frames given")
+    trained_length = trained_length or get_family("magicanimate").trained_length
+    if min(opts.length, frames) > trained_length:
+        log.warning("PoseAnimate: context length %d is longer than the %d frames MagicAnimate's motion modules "
+                    "know; expect weaker motion. Use a context length of at most %d.",
+                    min(opts.length, frames), trained_length, trained_length)
+    device = device or networks.denoising_unet.conv_in.weight.device
+    model = MagicAnimateModel(networks, lat, text, poses[:frames], device=device,
+                              dtype=dtype or networks.denoising_unet.dtype)
+    return run_sampler(model, noise, steps=steps, cfg=cfg, scheduler=scheduler_settings("magicanimate", scheduler),
+                       context=opts, callback=callback, seed=seed, device=device)
+
+
+def animate(models, *, reference_latents, text_embeds, pose_images, noise=None, seed=None, steps, cfg,
+            scheduler=None, context=None, pose_temperature=0.0, callback=None):
+    """Animate the reference with DensePose images; returns latents ``[F, 4, h, w]`` (x 0.18215).
+
+    ``reference_latents`` ``[1, 4, h, w]`` (VAE latents x 0.18215); ``text_embeds`` ``[1, 77, C]``: the SD1.5 text
+    encoder's output for the empty prompt (both guidance branches get it, as in the reference);
+    ``pose_images`` ``[F, 8h, 8w, 3]`` DensePose renders in [0, 1] (or uint8); ``noise`` ``[F, 4, h, w]`` (or the
+    reference's ``[1, 4, F, h, w]``) or a ``seed``. ``scheduler`` / ``context``: overrides of the family's
+    defaults (the reference's DDIM and 16-frame windows); ``pose_temperature > 0``: TCAN's temperature map.
+    """
+    lat, text, poses = check_inputs(reference_latents, text_embeds, pose_images, models.embed_dim)
+    opts = context_settings(models.family, context)
+    shape = (poses.shape[0], 4, lat.shape[2], lat.shape[3])
+    if noise is None:
+        noise = make_noise(shape, 0 if seed is None else seed, "cpu", opts)
+    else:
+        noise = torch.as_tensor(noise)
+        if noise.ndim == 5 and noise.shape[0] == 1:
+            noise = noise[0].transpose(0, 1)
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"noise must be {list(shape)} (frames, 4, h, w), got {list(noise.shape)}")
+    return sample(models, reference_latents=lat, text_embeds=text, pose_images=poses, noise=noise, steps=steps,
+                  cfg=cfg, scheduler=scheduler, context=opts, pose_temperature=pose_temperature, callback=callback,
+                  seed=0 if seed is None else seed, trained_length=models.trained_length)

@@ -244,3 +244,27 @@ def write_magicanimate_folder(path, width=32, cross_attention_dim=768, seed=0, u
     elif unet is not None:
         raise ValueError(f"unknown unet format {unet!r}; valid: diffusers, ldm, None")
     return path
+
+
+def write_clip_text_l(path, seed=0):
+    """SD1.5's text encoder (CLIP ViT-L/14 text model, transformers key names) with random weights, fp16:
+    ComfyUI's CLIPLoader (type stable_diffusion) fixes its size (12 layers, width 768, 77 positions)."""
+    g = torch.Generator().manual_seed(seed)
+    width, mlp, vocab = 768, 3072, 49408
+    sd = {"text_model.embeddings.token_embedding.weight": _random((vocab, width), g),
+          "text_model.embeddings.position_embedding.weight": _random((77, width), g)}
+    norms = ["text_model.final_layer_norm"]
+    for i in range(12):
+        layer = f"text_model.encoder.layers.{i}"
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            sd[f"{layer}.self_attn.{proj}.weight"] = _random((width, width), g)
+            sd[f"{layer}.self_attn.{proj}.bias"] = torch.zeros(width, dtype=torch.float16)
+        sd[f"{layer}.mlp.fc1.weight"] = _random((mlp, width), g)
+        sd[f"{layer}.mlp.fc1.bias"] = torch.zeros(mlp, dtype=torch.float16)
+        sd[f"{layer}.mlp.fc2.weight"] = _random((width, mlp), g)
+        sd[f"{layer}.mlp.fc2.bias"] = torch.zeros(width, dtype=torch.float16)
+        norms += [f"{layer}.layer_norm1", f"{layer}.layer_norm2"]
+    for norm in norms:
+        sd[f"{norm}.weight"] = torch.ones(width, dtype=torch.float16)
+        sd[f"{norm}.bias"] = torch.zeros(width, dtype=torch.float16)
+    return _save(sd, path)
