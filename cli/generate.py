@@ -1,6 +1,8 @@
 """The torch half of the job: devices, the standalone VAE and CLIP image encoder, the reference
 conditioning exactly as Moore-AnimateAnyone builds it, the engine with a progress bar, chunked decoding."""
 
+import os
+
 import numpy as np
 import torch
 from PIL import Image
@@ -45,6 +47,26 @@ def load_image_encoder(folder, device, dtype):
         raise JobError(f"the CLIP image encoder in {folder} could not be loaded ({' '.join(str(e).split())[:300]}); "
                        "it must be the image_encoder folder of lambdalabs/sd-image-variations-diffusers") from e
     return encoder.to(device).eval().requires_grad_(False)
+
+
+def empty_prompt_embeds(folder, device, dtype):
+    """MagicAnimate's text conditioning: SD1.5's text encoder (transformers CLIPTextModel, ``folder`` with its
+    ``tokenizer/``) on the empty prompt, padded to 77 tokens as the reference's ``_encode_prompt`` does;
+    ``[1, 77, 768]`` float32 on the CPU."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(os.path.join(folder, "tokenizer"), local_files_only=True)
+        encoder = CLIPTextModel.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise JobError(f"the SD1.5 text encoder in {folder} could not be loaded ({' '.join(str(e).split())[:300]}); "
+                       "it must be the text_encoder (and tokenizer/) folders of "
+                       "stable-diffusion-v1-5/stable-diffusion-v1-5") from e
+    ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    with torch.inference_mode():
+        embeds = encoder.to(device).eval()(ids.to(device))[0]
+    return embeds.float().cpu()
 
 
 def clip_pixels(image):

@@ -20,10 +20,11 @@ from . import common
 
 FAMILY = ma_models.FAMILY
 # Skeleton renders are drawn on black; DensePose renders (ours, MagicAnimate's videos, comfyui_controlnet_aux's)
-# on the colour map's first colour, e.g. viridis (68, 1, 84). Share of near-black pixels above which images are
-# skeleton renders, and below which they are not.
+# on their colour map's first colour: viridis (68, 1, 84) or parula (53, 42, 135). Above these shares of the
+# pixels, images are the other kind.
 SKELETON_DARK_SHARE = 0.6
-DENSEPOSE_DARK_SHARE = 0.3
+DENSEPOSE_BACKGROUND_SHARE = 0.3
+DENSEPOSE_BACKGROUNDS = ((68, 1, 84), (53, 42, 135))
 
 
 def is_folder(path):
@@ -109,27 +110,28 @@ def reference(node, models, samples, conditioning):
     return common.ReferenceEncoding(features, samples.shape[2], samples.shape[3])
 
 
-def dark_share(images):
-    """Fraction of near-black pixels in a few frames (first, middle, last) of an IMAGE batch."""
+def colour_share(images, colour, tolerance=16):
+    """Fraction of the pixels within ``tolerance`` (0-255) of ``colour`` in a few frames (first, middle,
+    last) of an IMAGE batch."""
     picks = images[[0, images.shape[0] // 2, images.shape[0] - 1]].float()
-    if images.dtype == torch.uint8:
-        picks = picks / 255
-    return (picks.amax(dim=-1) < 16 / 255).float().mean().item()
+    if images.dtype != torch.uint8:
+        picks = picks * 255
+    return ((picks - torch.tensor(colour)).abs().amax(dim=-1) <= tolerance).float().mean().item()
 
 
 def check_pose_images(node, family, images):
     """Skeleton renders into MagicAnimate, or DensePose renders into a skeleton family: an error."""
-    share = dark_share(images)
-    if family == FAMILY and share > SKELETON_DARK_SHARE:
+    if family == FAMILY and (share := colour_share(images, (0, 0, 0))) > SKELETON_DARK_SHARE:
         raise common.PoseAnimateError(node, "pose_images", f"{share:.0%} of the pixels are black: these look like "
                                       "skeleton renders, but MagicAnimate follows DensePose renders.",
                                       "connect PoseAnimate DensePose Extract (or comfyui_controlnet_aux's DensePose "
                                       "Estimator) instead of Pose Render, or load Animate Anyone / MusePose models.")
-    if family != FAMILY and share < DENSEPOSE_DARK_SHARE:
-        raise common.PoseAnimateError(node, "pose_images", f"only {share:.0%} of the pixels are black: these are not "
-                                      f"skeleton renders (DensePose?), but {family} models follow skeletons drawn "
-                                      "on black.", "connect PoseAnimate Pose Render, or load MagicAnimate models "
-                                      "for DensePose images.")
+    share = max(colour_share(images, c) for c in DENSEPOSE_BACKGROUNDS)
+    if family != FAMILY and share > DENSEPOSE_BACKGROUND_SHARE:
+        raise common.PoseAnimateError(node, "pose_images", f"{share:.0%} of the pixels have a DensePose render's "
+                                      f"background colour: these are not skeleton renders, which {family} models "
+                                      "follow.", "connect PoseAnimate Pose Render, or load MagicAnimate models for "
+                                      "DensePose images.")
 
 
 def sample(node, models, reference, pose, *, noise, steps, cfg, scheduler, context, callback, seed):

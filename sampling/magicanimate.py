@@ -31,6 +31,14 @@ from .families import context_settings, get_family, scheduler_settings
 log = logging.getLogger(__name__)
 
 
+def _min_rows(net, h, w):
+    """2 when the network's deepest map is 1x1 (torch's GroupNorm refuses one value per group; a copy of the
+    row is computed alongside), else 1."""
+    for _ in net.config.block_out_channels[1:]:
+        h, w = (h + 1) // 2, (w + 1) // 2
+    return 2 if h * w == 1 else 1
+
+
 def _midup(unet):
     """Indices of the transformer blocks in the mid and up blocks (the ones that read the reference)."""
     inside = {id(m) for part in (unet.mid_block, unet.up_blocks) for m in part.modules()}
@@ -58,10 +66,7 @@ class MagicAnimateModel:
 
     def _step(self, t):
         """Per step: the appearance encoder at ``t``; the ControlNet cache starts over."""
-        h, w = self.reference.shape[-2:]
-        for _ in self.encoder.config.block_out_channels[1:]:
-            h, w = (h + 1) // 2, (w + 1) // 2
-        rows = 2 if h * w == 1 else 1  # torch's GroupNorm refuses one value per group; the copy is identical
+        rows = _min_rows(self.encoder, *self.reference.shape[-2:])
         state = AttentionState(capture={})
         self.encoder(self.reference.expand(rows, -1, -1, -1), t, self.text.expand(rows, -1, -1), state)
         self.ref_kv = []
@@ -80,9 +85,10 @@ class MagicAnimateModel:
         todo = [f for f in dict.fromkeys(frames) if f not in cache]
         for first in range(0, len(todo), self.control_chunk):
             chunk = todo[first:first + self.control_chunk]
-            cond = pose_input(self.poses[torch.tensor(chunk)], self.device, self.dtype)
-            lat = torch.stack([latents[f] for f in chunk]).to(self.dtype)
-            skips, mid = self.controlnet(lat, t, self.text.expand(len(chunk), -1, -1), cond)
+            rows = chunk * _min_rows(self.controlnet, *latents[chunk[0]].shape[-2:]) if len(chunk) == 1 else chunk
+            cond = pose_input(self.poses[torch.tensor(rows)], self.device, self.dtype)
+            lat = torch.stack([latents[f] for f in rows]).to(self.dtype)
+            skips, mid = self.controlnet(lat, t, self.text.expand(len(rows), -1, -1), cond)
             for j, f in enumerate(chunk):
                 cache[f] = (latents[f], [s[j] for s in skips], mid[j])
         self.control = cache
