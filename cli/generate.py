@@ -83,13 +83,18 @@ def vae_pixels(image, width, height):
     return torch.from_numpy(2.0 * x - 1.0).permute(2, 0, 1)[None].contiguous()
 
 
+def reference_latents(image, width, height, vae):
+    """The character's VAE latents (mean) x 0.18215, ``[1, 4, H/8, W/8]`` float32 on the CPU."""
+    with torch.inference_mode():
+        pixels = vae_pixels(image, width, height).to(vae.device, vae.dtype)
+        return (vae.encode(pixels).latent_dist.mean * VAE_SCALE).float().cpu()
+
+
 def reference_conditioning(image, width, height, vae, encoder):
     """``(reference_latents [1,4,H/8,W/8] x 0.18215, image_embeds [1,C])`` for the engine."""
     with torch.inference_mode():
         embeds = encoder(pixel_values=clip_pixels(image).to(encoder.device, encoder.dtype)).image_embeds
-        pixels = vae_pixels(image, width, height).to(vae.device, vae.dtype)
-        latents = vae.encode(pixels).latent_dist.mean * VAE_SCALE
-    return latents.float().cpu(), embeds.float().cpu()
+    return reference_latents(image, width, height, vae), embeds.float().cpu()
 
 
 def pose_tensor(images, dtype, chunk=64):
