@@ -4,6 +4,7 @@
     MODELS/animate_anyone/magicanimate/{appearance_encoder,densepose_controlnet,temporal_attention,unet}/...
     MODELS/text_encoders/stable-diffusion-v1-5/{config.json,model.safetensors,tokenizer/}   (MagicAnimate)
     MODELS/dwpose/{yolox_l.onnx,dw-ll_ucoco_384.onnx}
+    MODELS/densepose/densepose_r50_fpn_dl.torchscript                  (MagicAnimate's control images)
     MODELS/vae/sd-vae-ft-mse/{config.json,diffusion_pytorch_model.safetensors}
     MODELS/clip_vision/sd-image-variations-image-encoder/{config.json,pytorch_model.bin}
 
@@ -28,6 +29,7 @@ CLIP_DIR = os.path.join("clip_vision", "sd-image-variations-image-encoder")
 TEXT_ENCODER_DIR = os.path.join("text_encoders", "stable-diffusion-v1-5")
 SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the official copy of runwayml/stable-diffusion-v1-5
 DWPOSE_DIR = "dwpose"
+DENSEPOSE_DIR = "densepose"
 STAGING = ".downloads"
 WEIGHT_EXTENSIONS = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")  # the loader's, without importing torch
 HTTP_CLIENTS = ("httpx", "httpx2")
@@ -78,12 +80,17 @@ def _networks(variant):
                    (os.path.splitext(name)[0] + ".safetensors",)) for name in NETWORK_FILES]
 
 
+# comfyui_controlnet_aux's DensePose TorchScript (pose.densepose.MODEL_FILE / HF_REPO), for the magicanimate variant.
+DENSEPOSE = [Remote("LayerNorm/DensePose-TorchScript-with-hint-image", "densepose_r50_fpn_dl.torchscript", None,
+                    os.path.join(DENSEPOSE_DIR, "densepose_r50_fpn_dl.torchscript"))]
+
 COMMON = {
     # SD1.5's text encoder for the empty-prompt embedding MagicAnimate reads (ComfyUI's CLIPLoader lists it too).
     "text_encoder": [Remote(SD15_REPO, name, "text_encoder", os.path.join(TEXT_ENCODER_DIR, name), alternatives)
                      for name, alternatives in (("config.json", ()), ("model.safetensors", ("pytorch_model.bin",)))]
     + [Remote(SD15_REPO, name, "tokenizer", os.path.join(TEXT_ENCODER_DIR, "tokenizer", name))
        for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")],
+    "densepose": DENSEPOSE,
     "dwpose": [Remote("yzd-v/DWPose", name, None, os.path.join(DWPOSE_DIR, name))
                for name in ("yolox_l.onnx", "dw-ll_ucoco_384.onnx")],
     "vae": [Remote("stabilityai/sd-vae-ft-mse", "config.json", None, os.path.join(VAE_DIR, "config.json")),

@@ -25,7 +25,7 @@ import torch
 from . import sd_checkpoint
 from .controlnet import ControlNet
 from .loading import (WEIGHT_EXTENSIONS, CheckpointError, _check_position_encodings, _load_into, _pe_length,
-                      default_device, default_dtype, detect_role, read_state_dict, unet_config)
+                      detect_role, get_device, get_dtype, read_state_dict, unet_config)
 from .unet import UNet
 
 log = logging.getLogger(__name__)
@@ -228,8 +228,8 @@ def _strip(sd):
 
 def build_models(files, *, device=None, dtype=None, operations=torch.nn):
     """Build the three networks from ``{role: path}`` (see :func:`find_files`)."""
-    device = torch.device(device) if device is not None else default_device()
-    dtype = dtype or default_dtype(device)
+    device = get_device(device)
+    dtype = get_dtype(dtype, device)
     motion_path = files["motion_module"]
     motion_sd = _strip(read_state_dict(motion_path))
     _check_position_encodings(motion_sd, motion_path)

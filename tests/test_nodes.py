@@ -105,7 +105,7 @@ def sampler(N, loaded, ref, pose, **overrides):
 
 
 def test_schemas(N):
-    assert len(N.listed) == 9
+    assert len(N.listed) == 10
     for node_id, node in N.listed.items():
         schema = node.GET_SCHEMA()
         assert node_id.startswith("PoseAnimate") and schema.category.startswith("PoseAnimate")
@@ -257,8 +257,11 @@ def test_missing_and_wrong_model_files(N, folders):
                broken / "pose_guider.pth")
     assert load.validate_inputs(folder="broken") is True
     with pytest.raises(ValueError, match=r"Load Models: input 'folder': .*no pose_guider file.*pose_guider.pth: a VAE"
-                                         r".*Fix: put the four files"):
+                                         r".*Fix: put the four files") as error:
         run(load, folder="broken", dtype="auto")
+    message = str(error.value)
+    assert message.count("patrolli/AnimateAnyone") == 1 and message.count("TMElyralab/MusePose") == 1, message
+    assert ".." not in message and "\n" not in message
 
 
 def _standin_dwpose(folder):
