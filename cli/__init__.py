@@ -56,8 +56,9 @@ def _animate_parser(sub):
     _models_arguments(p)
     p.add_argument("--networks", metavar="DIR",
                    help="folder with the four Animate Anyone files (default: MODELS/animate_anyone/<variant>)")
-    p.add_argument("--variant", choices=("moore", "musepose"),
-                   help="which networks: moore (Animate Anyone) or musepose (default: the first one present, "
+    p.add_argument("--variant", choices=VARIANTS,
+                   help="which networks: moore (Animate Anyone), musepose or magicanimate (driven by DensePose, "
+                        "conditioned on SD1.5's empty-prompt text embedding) (default: the first one present, "
                         "moore first); the poses are drawn in the style of the networks loaded")
     p.add_argument("--download", action="store_true", help="download missing model files first (network)")
     g = p.add_argument_group("video")

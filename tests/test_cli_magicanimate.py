@@ -45,3 +45,30 @@ def test_missing_text_encoder_names_the_folder(tmp_path):
 
     with pytest.raises(JobError, match=r"text encoder in .*nothing.*stable-diffusion-v1-5"):
         empty_prompt_embeds(str(tmp_path / "nothing"), torch.device("cpu"), torch.float32)
+
+
+def test_animate_command_runs_magicanimate_on_a_driving_video(tmp_path):
+    """poseanimate animate --variant magicanimate: DensePose (stand-in) on the video, the empty-prompt
+    embedding from the text encoder folder, the MagicAnimate engine, a video out."""
+    import os
+
+    import cli_fixtures as fx
+    from densepose_standin import write_densepose
+    from poseanimate.cli import download as dl
+    from poseanimate.cli import pipeline
+    from poseanimate.pose import densepose as dp
+    from tiny_models import person_frames, write_magicanimate_folder
+
+    root = tmp_path / "models"
+    write_magicanimate_folder(str(root / dl.networks_dir("magicanimate")), cross_attention_dim=32, seed=4)
+    write_text_encoder(root / dl.TEXT_ENCODER_DIR)
+    fx.write_vae(str(root / dl.VAE_DIR))
+    os.makedirs(root / dl.DENSEPOSE_DIR)
+    write_densepose(root / dl.DENSEPOSE_DIR / dp.MODEL_FILE)
+    character = tmp_path / "character.png"
+    fx.write_character(str(character), 64, 96)
+    video = fx.write_video(str(tmp_path / "driving.mp4"), person_frames(5, 64, 96), 8)
+    out = pipeline.animate_video(str(character), str(video), str(tmp_path / "out.mp4"), models=str(root),
+                                 variant="magicanimate", width=64, height=96, steps=2, cfg=2.5, device="cpu",
+                                 dtype="fp32", context={"length": 4, "overlap": 2}, progress=False)
+    assert out["frames"] == 5 and out["variant"] == "magicanimate" and os.path.getsize(out["path"]) > 0
