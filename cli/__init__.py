@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 
-from .download import DownloadError
+from .download import VARIANTS, DownloadError
 
 PROG = "poseanimate"
 # Listed here rather than imported so --help needs no torch; tests check them against the registries.
@@ -56,8 +56,9 @@ def _animate_parser(sub):
     _models_arguments(p)
     p.add_argument("--networks", metavar="DIR",
                    help="folder with the four Animate Anyone files (default: MODELS/animate_anyone/<variant>)")
-    p.add_argument("--variant", choices=("moore", "musepose"),
-                   help="which networks: moore (Animate Anyone) or musepose (default: the first one present, "
+    p.add_argument("--variant", choices=VARIANTS,
+                   help="which networks: moore (Animate Anyone), musepose or magicanimate (driven by DensePose, "
+                        "conditioned on SD1.5's empty-prompt text embedding) (default: the first one present, "
                         "moore first); the poses are drawn in the style of the networks loaded")
     p.add_argument("--download", action="store_true", help="download missing model files first (network)")
     g = p.add_argument_group("video")
@@ -99,8 +100,10 @@ def _animate_parser(sub):
 def _download_parser(sub):
     p = sub.add_parser("download", parents=[_common()], help="download the model files of a variant",
                        description="Download everything a variant needs (its networks, DWPose, the VAE and the "
-                                   "CLIP image encoder) from the Hugging Face Hub; files already there are skipped.")
-    p.add_argument("--variant", choices=("moore", "musepose"), default="moore", help="default: moore")
+                                   "CLIP image encoder; for magicanimate its networks with SD1.5's UNet, DensePose, "
+                                   "the VAE and SD1.5's text encoder) from the Hugging Face Hub; files already "
+                                   "there are skipped.")
+    p.add_argument("--variant", choices=VARIANTS, default="moore", help="default: moore")
     dest = p.add_mutually_exclusive_group()
     dest.add_argument("--dest", "--models", dest="models", metavar="DIR", help=MODELS_HELP)
     dest.add_argument("--comfyui", metavar="PATH", help="download into this ComfyUI install's models folder")

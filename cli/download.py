@@ -1,6 +1,8 @@
 """The models folder (one layout for the command line and the ComfyUI nodes) and downloading into it.
 
     MODELS/animate_anyone/<variant>/{reference_unet,denoising_unet,motion_module,pose_guider}.pth
+    MODELS/animate_anyone/magicanimate/{appearance_encoder,densepose_controlnet,temporal_attention,unet}/...
+    MODELS/text_encoders/stable-diffusion-v1-5/{config.json,model.safetensors,tokenizer/}   (MagicAnimate)
     MODELS/dwpose/{yolox_l.onnx,dw-ll_ucoco_384.onnx}
     MODELS/densepose/densepose_r50_fpn_dl.torchscript                  (MagicAnimate's control images)
     MODELS/vae/sd-vae-ft-mse/{config.json,diffusion_pytorch_model.safetensors}
@@ -20,10 +22,12 @@ import sys
 import urllib.parse
 from dataclasses import dataclass
 
-VARIANTS = ("moore", "musepose")
+VARIANTS = ("moore", "musepose", "magicanimate")
 NETWORK_FILES = ("reference_unet.pth", "denoising_unet.pth", "motion_module.pth", "pose_guider.pth")
 VAE_DIR = os.path.join("vae", "sd-vae-ft-mse")
 CLIP_DIR = os.path.join("clip_vision", "sd-image-variations-image-encoder")
+TEXT_ENCODER_DIR = os.path.join("text_encoders", "stable-diffusion-v1-5")
+SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the official copy of runwayml/stable-diffusion-v1-5
 DWPOSE_DIR = "dwpose"
 DENSEPOSE_DIR = "densepose"
 STAGING = ".downloads"
@@ -52,7 +56,25 @@ def networks_dir(variant):
     return os.path.join("animate_anyone", variant)
 
 
+def _magicanimate():
+    """zcxu-eric/MagicAnimate's three folders and SD1.5's unet/, laid out as magic-animate's README does."""
+    folder = networks_dir("magicanimate")
+    files = [Remote("zcxu-eric/MagicAnimate", name, sub, os.path.join(folder, sub, name), alternatives)
+             for sub in ("appearance_encoder", "densepose_controlnet")
+             for name, alternatives in (("config.json", ()),
+                                        ("diffusion_pytorch_model.safetensors", ("diffusion_pytorch_model.bin",)))]
+    files.append(Remote("zcxu-eric/MagicAnimate", "temporal_attention.ckpt", "temporal_attention",
+                        os.path.join(folder, "temporal_attention", "temporal_attention.ckpt")))
+    files += [Remote(SD15_REPO, "config.json", "unet", os.path.join(folder, "unet", "config.json")),
+              Remote(SD15_REPO, "diffusion_pytorch_model.safetensors", "unet",
+                     os.path.join(folder, "unet", "diffusion_pytorch_model.safetensors"),
+                     ("diffusion_pytorch_model.bin",))]
+    return files
+
+
 def _networks(variant):
+    if variant == "magicanimate":
+        return _magicanimate()
     repo, subfolder = {"moore": ("patrolli/AnimateAnyone", None), "musepose": ("TMElyralab/MusePose", "MusePose")}[variant]
     return [Remote(repo, name, subfolder, os.path.join(networks_dir(variant), name),
                    (os.path.splitext(name)[0] + ".safetensors",)) for name in NETWORK_FILES]
@@ -63,6 +85,11 @@ DENSEPOSE = [Remote("LayerNorm/DensePose-TorchScript-with-hint-image", "densepos
                     os.path.join(DENSEPOSE_DIR, "densepose_r50_fpn_dl.torchscript"))]
 
 COMMON = {
+    # SD1.5's text encoder for the empty-prompt embedding MagicAnimate reads (ComfyUI's CLIPLoader lists it too).
+    "text_encoder": [Remote(SD15_REPO, name, "text_encoder", os.path.join(TEXT_ENCODER_DIR, name), alternatives)
+                     for name, alternatives in (("config.json", ()), ("model.safetensors", ("pytorch_model.bin",)))]
+    + [Remote(SD15_REPO, name, "tokenizer", os.path.join(TEXT_ENCODER_DIR, "tokenizer", name))
+       for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")],
     "densepose": DENSEPOSE,
     "dwpose": [Remote("yzd-v/DWPose", name, None, os.path.join(DWPOSE_DIR, name))
                for name in ("yolox_l.onnx", "dw-ll_ucoco_384.onnx")],
@@ -82,9 +109,16 @@ def check_variant(variant):
     return variant
 
 
-def remotes(variant, components=("networks", "dwpose", "vae", "clip_vision")):
-    """The files a variant needs, per component (``networks`` = the four Animate Anyone files)."""
+COMPONENTS = {"moore": ("networks", "dwpose", "vae", "clip_vision"),
+              "musepose": ("networks", "dwpose", "vae", "clip_vision"),
+              "magicanimate": ("networks", "densepose", "vae", "text_encoder")}
+
+
+def remotes(variant, components=None):
+    """The files a variant needs, per component (``networks`` = the variant's own networks); all of
+    them by default."""
     check_variant(variant)
+    components = COMPONENTS[variant] if components is None else components
     return {c: _networks(variant) if c == "networks" else COMMON[c] for c in components}
 
 

@@ -1,6 +1,7 @@
 """The torch half of the job: devices, the standalone VAE and CLIP image encoder, the reference
 conditioning exactly as Moore-AnimateAnyone builds it, the engine with a progress bar, chunked decoding."""
 
+import os
 import pickle
 
 import numpy as np
@@ -68,6 +69,26 @@ def load_image_encoder(folder, device, dtype):
     return encoder.to(device).eval().requires_grad_(False)
 
 
+def empty_prompt_embeds(folder, device, dtype):
+    """MagicAnimate's text conditioning: SD1.5's text encoder (transformers CLIPTextModel, ``folder`` with its
+    ``tokenizer/``) on the empty prompt, padded to 77 tokens as the reference's ``_encode_prompt`` does;
+    ``[1, 77, 768]`` float32 on the CPU."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(os.path.join(folder, "tokenizer"), local_files_only=True)
+        encoder = CLIPTextModel.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise JobError(f"the SD1.5 text encoder in {folder} could not be loaded ({' '.join(str(e).split())[:300]}); "
+                       "it must be the text_encoder (and tokenizer/) folders of "
+                       "stable-diffusion-v1-5/stable-diffusion-v1-5") from e
+    ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    with torch.inference_mode():
+        embeds = encoder.to(device).eval()(ids.to(device))[0]
+    return embeds.float().cpu()
+
+
 def clip_pixels(image):
     """The CLIP encoder's input as Moore builds it: the image squashed to 224x224 (PIL's default
     filter), scaled to [0, 1] and normalised; [1, 3, 224, 224] float32."""
@@ -82,13 +103,18 @@ def vae_pixels(image, width, height):
     return torch.from_numpy(2.0 * x - 1.0).permute(2, 0, 1)[None].contiguous()
 
 
+def reference_latents(image, width, height, vae):
+    """The character's VAE latents (mean) x 0.18215, ``[1, 4, H/8, W/8]`` float32 on the CPU."""
+    with torch.inference_mode():
+        pixels = vae_pixels(image, width, height).to(vae.device, vae.dtype)
+        return (vae.encode(pixels).latent_dist.mean * VAE_SCALE).float().cpu()
+
+
 def reference_conditioning(image, width, height, vae, encoder):
     """``(reference_latents [1,4,H/8,W/8] x 0.18215, image_embeds [1,C])`` for the engine."""
     with torch.inference_mode():
         embeds = encoder(pixel_values=clip_pixels(image).to(encoder.device, encoder.dtype)).image_embeds
-        pixels = vae_pixels(image, width, height).to(vae.device, vae.dtype)
-        latents = vae.encode(pixels).latent_dist.mean * VAE_SCALE
-    return latents.float().cpu(), embeds.float().cpu()
+    return reference_latents(image, width, height, vae), embeds.float().cpu()
 
 
 def decode(vae, latents, writer, chunk=8, progress=None):

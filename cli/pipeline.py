@@ -219,7 +219,13 @@ def check_options(*, frames, fps, steps, cfg, seed, context, decode_chunk):
 
 
 def _has_weights(folder):
-    return os.path.isdir(folder) and any(n.lower().endswith(dl.WEIGHT_EXTENSIONS) for n in os.listdir(folder))
+    """Weight files in ``folder`` or (MagicAnimate's release layout) in its subfolders."""
+    if not os.path.isdir(folder):
+        return False
+    names = os.listdir(folder)
+    subfolders = [os.path.join(folder, n) for n in names if os.path.isdir(os.path.join(folder, n))]
+    return any(n.lower().endswith(dl.WEIGHT_EXTENSIONS) for n in names) or any(
+        n.lower().endswith(dl.WEIGHT_EXTENSIONS) for sub in subfolders for n in os.listdir(sub))
 
 
 def pick_variant(root, variant):
@@ -432,8 +438,9 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
                 raise JobError(f"--driving {e}") from e
         root = dl.models_dir(models, comfyui)
         variant = pick_variant(root, variant)
-        components = ["networks", "vae", "clip_vision"]
         dense = variant in DENSEPOSE_FAMILIES
+        # MagicAnimate reads SD1.5's text embedding of the empty prompt instead of a CLIP image embedding.
+        components = ["networks", "vae", "text_encoder" if dense else "clip_vision"]
         if dense and kind == "video":
             components.append("densepose")
         elif not dense and (kind == "video" or (kind == "json" and retarget != "off" and subject is None)):
@@ -459,7 +466,8 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
         import torch
 
         from ..models.loading import load_models
-        from ..sampling.context import ContextOptions, count_unet_passes
+        from ..sampling.context import count_unet_passes
+        from ..sampling.families import context_settings
         from ..sampling.engine import animate
         net_folder = networks or os.path.join(root, dl.networks_dir(variant))
         log.info("loading the networks from %s (%s, %s)", net_folder, device, dtype)
@@ -474,20 +482,29 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
         if kind != "images" and not dense:
             pose_images = render_frames(poses, width, height, style=nets.variant)
 
-        clip_dir, vae_dir = os.path.join(root, dl.CLIP_DIR), os.path.join(root, dl.VAE_DIR)
-        encoder = _cached(cache, "clip_vision", (clip_dir, device, dtype),
-                          lambda: gen.load_image_encoder(clip_dir, device, dtype))
+        vae_dir = os.path.join(root, dl.VAE_DIR)
         vae = _cached(cache, "vae", (vae_dir, device, dtype), lambda: gen.load_vae(vae_dir, device, dtype))
-        latents, embeds = gen.reference_conditioning(image, width, height, vae, encoder)
-        del encoder
+        if dense:
+            text_folder = os.path.join(root, dl.TEXT_ENCODER_DIR)
+            latents = gen.reference_latents(image, width, height, vae)
+            embeds = _cached(cache, "text_embeds", (text_folder, device, dtype),
+                             lambda: gen.empty_prompt_embeds(text_folder, device, dtype))
+            conditioning, where = {"text_embeds": embeds}, f"the text encoder in {text_folder}"
+        else:
+            clip_dir = os.path.join(root, dl.CLIP_DIR)
+            encoder = _cached(cache, "clip_vision", (clip_dir, device, dtype),
+                              lambda: gen.load_image_encoder(clip_dir, device, dtype))
+            latents, embeds = gen.reference_conditioning(image, width, height, vae, encoder)
+            del encoder
+            conditioning, where = {"image_embeds": embeds}, f"the image encoder in {clip_dir}"
         if embeds.shape[-1] != nets.embed_dim:
-            raise JobError(f"the image encoder in {os.path.join(root, dl.CLIP_DIR)} gives {embeds.shape[-1]}-wide "
-                           f"embeddings but the networks in {net_folder} expect {nets.embed_dim}")
+            raise JobError(f"{where} gives {embeds.shape[-1]}-wide embeddings but the networks in {net_folder} "
+                           f"expect {nets.embed_dim}")
 
         count = pose_images.shape[0]
         scheduler = {k: v for k, v in (("sampler", sampler), ("beta_schedule", beta_schedule)) if v is not None}
         log.info("animating %d frames at %dx%d, %d steps, cfg %s, seed %d", count, width, height, steps, cfg, seed)
-        windows = count_unet_passes(count, ContextOptions.from_dict(context), steps, guidance=False)
+        windows = count_unet_passes(count, context_settings(family, context), steps, guidance=False)
         with contextlib.ExitStack() as stack, _bar(progress, total=windows, desc="denoising", unit="window") as bar:
             run = animate
             if workers:
@@ -496,7 +513,7 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
                 log.info("starting %d window workers on %s", workers, ray or "a local Ray")
                 run = stack.enter_context(WindowWorkers(net_folder, workers=workers, address=ray, device=device,
                                                         dtype=dtype)).animate
-            result = run(nets, reference_latents=latents, image_embeds=embeds,
+            result = run(nets, reference_latents=latents, **conditioning,
                          pose_images=torch.from_numpy(pose_images), seed=seed,
                          steps=steps, cfg=cfg, scheduler=scheduler, context=context,
                          callback=gen.ProgressCallback(bar))

@@ -333,9 +333,14 @@ def load_models(path, device=None, dtype=None, operations=torch.nn):
     Roles: ``reference_unet``, ``denoising_unet``, ``pose_guider`` and optional ``motion_module``.
     ``device``: a torch.device or its name, default (or "auto") CUDA when available; ``dtype``: a
     torch.dtype or "fp16", "bf16", "fp32", default (or "auto") float16 on GPUs, float32 on the CPU.
+    A folder laid out like MagicAnimate's release loads that family (:mod:`.magicanimate`).
     """
     device = get_device(device)
     dtype = get_dtype(dtype, device)
+    from . import magicanimate
+
+    if magicanimate.is_magicanimate_folder(path):
+        return magicanimate.load_models(path, device=device, dtype=dtype, operations=operations)
     return build_models(resolve_files(path), device=device, dtype=dtype, operations=operations)
 
 

@@ -7,8 +7,11 @@
   ``conv_in`` output; in its spatial self-attention the rows that read the reference attend over
   concat(own tokens, reference tokens) of the same block.
 
-Both are this one class. Tensors flow as ``[(samples * frames), C, H, W]``; GroupNorm is therefore
-per frame. State-dict keys are diffusers' (``down_blocks.0.attentions.1.transformer_blocks.0...``)
+Both are this one class, and so are MagicAnimate's appearance encoder and 3D UNet (config options:
+no mid-block motion module, resnet and output GroupNorm pooled over a window's frames, ControlNet
+residuals and reference features only in some blocks through :class:`AttentionState`).
+Tensors flow as ``[(samples * frames), C, H, W]``; GroupNorm is per frame unless ``video_norm``.
+State-dict keys are diffusers' (``down_blocks.0.attentions.1.transformer_blocks.0...``)
 so the released files load unchanged.
 """
 
@@ -35,6 +38,8 @@ class UNetConfig:
     motion_modules: bool = False
     has_output: bool = True
     attention_blocks: tuple = (True, True, True, False)
+    motion_mid: bool = True
+    video_norm: bool = False
 
 
 @dataclass
@@ -43,13 +48,16 @@ class AttentionState:
 
     ``frames``: frames per sample. ``capture``: dict filled with each block's self-attention input
     (ReferenceNet). ``reference``: per-block ``(k, v)`` of the reference tokens, read by the rows
-    from ``plain_rows`` on (rows before it do plain self-attention: the unconditional samples).
+    from ``plain_rows`` on (rows before it do plain self-attention: the unconditional samples); a
+    block whose entry is None does plain self-attention. ``residuals``: ControlNet outputs
+    ``(skips, mid)`` added to the skip connections and to the mid block's output.
     """
 
     frames: int = 1
     capture: dict | None = None
     reference: list | None = None
     plain_rows: int = 0
+    residuals: tuple | None = None
 
 
 def timestep_embedding(t, dim):
@@ -70,6 +78,16 @@ class TimestepEmbedding(torch.nn.Module):
         return self.linear_2(F.silu(self.linear_1(x)))
 
 
+def group_norm(norm, x, frames=1):
+    """``norm`` on ``[(samples*frames), C, H, W]``; with ``frames > 1`` its statistics are pooled over
+    each sample's frames (a GroupNorm on ``[samples, C, frames, H, W]``, as in MagicAnimate's 3D UNet)."""
+    if frames == 1:
+        return norm(x)
+    bf, c, h, w = x.shape
+    y = x.reshape(bf // frames, frames, c, h, w).transpose(1, 2)
+    return norm(y).transpose(1, 2).reshape(bf, c, h, w)
+
+
 class ResnetBlock(torch.nn.Module):
     def __init__(self, cin, cout, temb, groups, eps, *, dtype=None, device=None, operations=torch.nn):
         super().__init__()
@@ -81,10 +99,10 @@ class ResnetBlock(torch.nn.Module):
         self.conv2 = operations.Conv2d(cout, cout, 3, padding=1, **kw)
         self.conv_shortcut = operations.Conv2d(cin, cout, 1, **kw) if cin != cout else None
 
-    def forward(self, x, temb):
-        h = self.conv1(F.silu(self.norm1(x)))
+    def forward(self, x, temb, frames=1):
+        h = self.conv1(F.silu(group_norm(self.norm1, x, frames)))
         h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv2(F.silu(group_norm(self.norm2, h, frames)))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)
         return x + h
@@ -112,7 +130,7 @@ class TransformerBlock(torch.nn.Module):
 
     def _self_attention(self, n, state):
         attn = self.attn1
-        if state.reference is None:
+        if state.reference is None or state.reference[self.index] is None:
             return attn(n)
         split = state.plain_rows * state.frames
         q, k, v = attn.to_q(n), attn.to_k(n), attn.to_v(n)
@@ -187,13 +205,14 @@ class Block(torch.nn.Module):
             self.attentions = torch.nn.ModuleList(
                 SpatialTransformer(channels, cfg.heads, cfg.cross_attention_dim, groups, first_index + i, **kw)
                 for i in range(layers))
-        if cfg.motion_modules:
+        if cfg.motion_modules and (cfg.motion_mid or not mid):
             self.motion_modules = torch.nn.ModuleList(MotionModule(channels, cfg.heads, **kw) for _ in range(layers))
         if down:
             self.downsamplers = torch.nn.ModuleList([Downsample(channels, **kw)])
         if up:
             self.upsamplers = torch.nn.ModuleList([Upsample(channels, **kw)])
         self.mid = mid
+        self.video_norm = cfg.video_norm
 
     def num_attentions(self):
         return len(self.attentions) if hasattr(self, "attentions") else 0
@@ -205,9 +224,12 @@ class Block(torch.nn.Module):
             x = self.motion_modules[i](x, state.frames)
         return x
 
+    def _resnet(self, i, x, temb, state):
+        return self.resnets[i](x, temb, state.frames if self.video_norm else 1)
+
     def forward_down(self, x, temb, context, state, skips):
-        for i, resnet in enumerate(self.resnets):
-            x = self._layer(i, resnet(x, temb), context, state)
+        for i in range(len(self.resnets)):
+            x = self._layer(i, self._resnet(i, x, temb, state), context, state)
             skips.append(x)
         if hasattr(self, "downsamplers"):
             x = self.downsamplers[0](x)
@@ -215,14 +237,14 @@ class Block(torch.nn.Module):
         return x
 
     def forward_mid(self, x, temb, context, state):
-        x = self.resnets[0](x, temb)
-        for i, resnet in enumerate(self.resnets[1:]):
-            x = resnet(self._layer(i, x, context, state), temb)
+        x = self._resnet(0, x, temb, state)
+        for i in range(1, len(self.resnets)):
+            x = self._resnet(i, self._layer(i - 1, x, context, state), temb, state)
         return x
 
     def forward_up(self, x, temb, context, state, skips):
-        for i, resnet in enumerate(self.resnets):
-            x = self._layer(i, resnet(torch.cat([x, skips.pop()], dim=1), temb), context, state)
+        for i in range(len(self.resnets)):
+            x = self._layer(i, self._resnet(i, torch.cat([x, skips.pop()], dim=1), temb, state), context, state)
         if hasattr(self, "upsamplers"):
             x = self.upsamplers[0](x, skips[-1].shape[-2:])
         return x
@@ -286,12 +308,17 @@ class UNet(torch.nn.Module):
         skips = [h]
         for block in self.down_blocks:
             h = block.forward_down(h, temb, context, state, skips)
+        if state.residuals is not None:
+            skips = [s + r for s, r in zip(skips, state.residuals[0], strict=True)]
         h = self.mid_block.forward_mid(h, temb, context, state)
+        if state.residuals is not None:
+            h = h + state.residuals[1]
         for block in self.up_blocks:
             h = block.forward_up(h, temb, context, state, skips)
         if not self.config.has_output:
             return h
-        return self.conv_out(F.silu(self.conv_norm_out(h)))
+        frames = state.frames if self.config.video_norm else 1
+        return self.conv_out(F.silu(group_norm(self.conv_norm_out, h, frames)))
 
     def transformer_blocks(self):
         blocks = [m for m in self.modules() if isinstance(m, TransformerBlock)]

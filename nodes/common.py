@@ -89,6 +89,10 @@ class LoadedModels:
     folder: str
 
     @property
+    def family(self):
+        return self.variant
+
+    @property
     def load_device(self):
         return self.denoising_unet.load_device
 

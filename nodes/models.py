@@ -10,7 +10,7 @@ from ..models.attention import set_attention
 from ..models.loading import DTYPES, CheckpointError, build_models, resolve_files
 from ..sampling.animate_anyone import encode_reference
 from ..sampling.engine import VAE_SCALE
-from . import common
+from . import common, magicanimate
 
 class LoadModels(io.ComfyNode):
     NAME = "PoseAnimate Load Models"
@@ -50,6 +50,8 @@ class LoadModels(io.ComfyNode):
         if path is None:
             raise common.PoseAnimateError(cls.NAME, "folder", f"no model folder named {folder!r}.",
                                           common.download_help())
+        if magicanimate.is_folder(path):
+            return io.NodeOutput(magicanimate.load(cls.NAME, path, dtype))
         try:
             files = resolve_files(path)
         except CheckpointError as e:
@@ -88,17 +90,20 @@ class ReferenceEncode(io.ComfyNode):
                 common.Models.Input("models", tooltip="From PoseAnimate Load Models."),
                 io.Latent.Input("latent", tooltip="The character image encoded by VAEEncode (sd-vae-ft-mse), at the "
                                                   "video's size: one image."),
-                io.ClipVisionOutput.Input("clip_vision_output",
-                                          tooltip="CLIPVisionEncode of the character image with crop 'none', using "
-                                                  "the sd-image-variations image encoder (ViT-L/14, 768-wide "
-                                                  "image_embeds)."),
+                io.ClipVisionOutput.Input("clip_vision_output", optional=True,
+                                          tooltip="Animate Anyone / MusePose: CLIPVisionEncode of the character image "
+                                                  "with crop 'none', using the sd-image-variations image encoder "
+                                                  "(ViT-L/14, 768-wide image_embeds)."),
+                io.Conditioning.Input("conditioning", optional=True,
+                                      tooltip="MagicAnimate: CLIPTextEncode of an empty text with Stable Diffusion "
+                                              "1.5's CLIP (its appearance encoder and UNet read it)."),
             ],
             outputs=[common.Reference.Output(tooltip="The ReferenceNet features of the character; connect to the "
                                                      "Sampler.")],
         )
 
     @classmethod
-    def execute(cls, models, latent, clip_vision_output):
+    def execute(cls, models, latent, clip_vision_output=None, conditioning=None):
         samples = latent["samples"]
         if samples.ndim != 4 or samples.shape[1] != 4:
             raise common.PoseAnimateError(cls.NAME, "latent", f"expected an SD1.5 latent [1, 4, h, w], got "
@@ -108,9 +113,12 @@ class ReferenceEncode(io.ComfyNode):
             raise common.PoseAnimateError(cls.NAME, "latent", f"it holds {samples.shape[0]} images; the ReferenceNet "
                                           "encodes one character image.", "encode a single image (pick one with "
                                           "ImageFromBatch before VAEEncode).")
+        if models.family == magicanimate.FAMILY:
+            return io.NodeOutput(magicanimate.reference(cls.NAME, models, samples, conditioning))
         embeds = getattr(clip_vision_output, "image_embeds", None)
         if embeds is None or embeds.ndim != 2 or embeds.shape[-1] != models.embed_dim:
-            found = "no image_embeds" if embeds is None else f"image_embeds of shape {list(embeds.shape)}"
+            found = "nothing connected" if clip_vision_output is None else "no image_embeds" if embeds is None \
+                else f"image_embeds of shape {list(embeds.shape)}"
             raise common.PoseAnimateError(cls.NAME, "clip_vision_output", f"it has {found}; these models expect "
                                           f"[1, {models.embed_dim}].", "load the sd-image-variations image "
                                           "encoder (CLIP ViT-L/14 with projection) in CLIPVisionLoader.")
@@ -136,8 +144,9 @@ class PoseGuiderEncode(io.ComfyNode):
                         "on each context window's frames (memory does not grow with the video).",
             inputs=[
                 common.Models.Input("models", tooltip="From PoseAnimate Load Models."),
-                io.Image.Input("pose_images", tooltip="Pose images from PoseAnimate Pose Render in the model's style, "
-                                                      "at the video's size (multiples of 8)."),
+                io.Image.Input("pose_images", tooltip="Pose images from PoseAnimate Pose Render in the model's style "
+                                                      "(MagicAnimate: DensePose images from PoseAnimate DensePose "
+                                                      "Extract), at the video's size (multiples of 8)."),
             ],
             outputs=[common.Pose.Output(tooltip="The pose input, one per frame; connect to the Sampler.")],
         )
@@ -149,6 +158,7 @@ class PoseGuiderEncode(io.ComfyNode):
             raise common.PoseAnimateError(cls.NAME, "pose_images", f"the images are {width}x{height}, not "
                                           "multiples of 8.", "render the poses (and scale the character image) "
                                           "to a width and height that are multiples of 8.")
+        magicanimate.check_pose_images(cls.NAME, models.family, pose_images)
         return io.NodeOutput(common.PoseEncoding(pose_images, models.variant))
 
 

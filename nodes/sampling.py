@@ -10,11 +10,12 @@ from comfy_api.latest import io
 from ..sampling.context import FUSE, SCHEDULES, ContextOptions, windows
 from ..sampling.animate_anyone import sample
 from ..sampling.engine import VAE_SCALE, make_noise
+from ..sampling.families import context_settings
 from ..sampling.schedulers import SAMPLERS
-from . import common
+from . import common, magicanimate
 
 CLOSED_LOOP = {"auto": None, "on": True, "off": False}
-BETA_SCHEDULES = ["scaled_linear", "linear"]
+BETA_SCHEDULES = ["auto", "scaled_linear", "linear"]
 
 
 class ContextWindows(io.ComfyNode):
@@ -118,9 +119,10 @@ class Sampler(io.ComfyNode):
                                tooltip="Guidance scale; 1 or less skips the unconditional pass (twice as fast)."),
                 io.Combo.Input("sampler", options=list(SAMPLERS), default="ddim",
                                tooltip="ddim is what Animate Anyone and MusePose were made with."),
-                io.Combo.Input("beta_schedule", options=BETA_SCHEDULES, default="scaled_linear",
-                               tooltip="scaled_linear: what the models were trained with; linear: Moore's released "
-                                       "inference config."),
+                io.Combo.Input("beta_schedule", options=BETA_SCHEDULES, default="auto",
+                               tooltip="auto: the model family's own (scaled_linear for Animate Anyone / MusePose, "
+                                       "what they were trained with; linear for MagicAnimate, its inference "
+                                       "config); linear is also Moore's released inference config."),
                 io.Int.Input("frames", default=0, min=0, max=100000,
                              tooltip="How many frames to make, from the first pose on; 0: one per pose frame."),
             ],
@@ -146,16 +148,27 @@ class Sampler(io.ComfyNode):
                                           f"latent is from a {reference.latent_width * 8}x"
                                           f"{reference.latent_height * 8} image.", "scale the character image "
                                           "(ImageScale) and render the poses to the same width and height.")
+        scheduler = {"sampler": sampler} | ({} if beta_schedule == "auto" else {"beta_schedule": beta_schedule})
+        previewer = latent_preview.get_previewer(models.load_device, comfy.latent_formats.SD15())
+        if models.family == magicanimate.FAMILY:
+            opts = context_settings(models.family, context)
+            noise = make_noise((frames, 4, h, w), seed, "cpu", opts)
+            latents = magicanimate.sample(cls.NAME, models, reference, pose, noise=noise, steps=steps, cfg=cfg,
+                                          scheduler=scheduler, context=opts, seed=seed,
+                                          callback=_progress(frames, opts, steps, previewer))
+            return io.NodeOutput({"samples": latents / VAE_SCALE})
+        if isinstance(reference.features, magicanimate.AppearanceInput):
+            raise common.PoseAnimateError(cls.NAME, "reference", f"it was prepared for MagicAnimate models but "
+                                          f"'models' are {models.variant}.", "connect the ReferenceNet Encode node "
+                                          "that takes these models (and a CLIP vision output).")
         opts = ContextOptions.from_dict(context)
         noise = make_noise((frames, 4, h, w), seed, "cpu", opts)
         rows = opts.window_batch * min(opts.length, frames) * (2 if cfg > 1 else 1)
         # ComfyUI's activation estimate for an SD1.5 UNet (model_base memory_required, factor 1).
         memory = rows * h * w * mm.dtype_size(models.compute_dtype) * 0.01 * 1024 * 1024
         unet, pose_guider = common.on_device(models.denoising_unet, models.pose_guider, memory_required=memory)
-        previewer = latent_preview.get_previewer(models.load_device, comfy.latent_formats.SD15())
         latents = sample(unet, reference=reference.features, pose_images=pose.images, pose_guider=pose_guider,
-                         noise=noise, steps=steps, cfg=cfg,
-                         scheduler={"sampler": sampler, "beta_schedule": beta_schedule}, context=opts,
+                         noise=noise, steps=steps, cfg=cfg, scheduler=scheduler, context=opts,
                          callback=_progress(frames, opts, steps, previewer), seed=seed, family=models.variant,
                          trained_length=models.trained_length, device=models.load_device, dtype=models.compute_dtype)
         return io.NodeOutput({"samples": latents / VAE_SCALE})

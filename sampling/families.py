@@ -22,6 +22,13 @@ class Family:
 FAMILIES = {
     "moore": Family("moore", "animate_anyone", trained_length=24),
     "musepose": Family("musepose", "animate_anyone", trained_length=128),
+    # configs/inference/inference.yaml + AnimationPipeline (steps_offset 1, clip_sample off; DDIM's defaults:
+    # epsilon, leading spacing); 16-frame windows overlapping by 4, wrapping around, averaged equally.
+    "magicanimate": Family(
+        "magicanimate", "magicanimate",
+        scheduler=dict(beta_schedule="linear", prediction_type="epsilon", rescale_betas_zero_snr=False,
+                       timestep_spacing="leading", steps_offset=1, clip_sample=False),
+        context=dict(length=16, overlap=4, schedule="looped", closed_loop=True, fuse="flat"), trained_length=24),
 }
 
 

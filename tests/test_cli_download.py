@@ -126,3 +126,23 @@ def test_a_dropped_connection_is_a_download_error(client, tmp_path, monkeypatch)
     with pytest.raises(dl.DownloadError, match="yolox_l.onnx failed: peer closed connection") as e:
         dl.download(str(tmp_path), files, log=lambda line: None)
     assert str(tmp_path / "dwpose") in str(e.value) and "dw-ll_ucoco_384.onnx" in str(e.value)
+
+
+def test_download_magicanimate_layout(tmp_path):
+    server = fx.FakeHub(hub_files("magicanimate"))
+    try:
+        r = run(["--variant", "magicanimate", "--dest", tmp_path / "models"], tmp_path, server.endpoint)
+    finally:
+        server.close()
+    assert r.returncode == 0, r.stderr
+    root = tmp_path / "models"
+    assert sorted(os.listdir(root)) == ["animate_anyone", "densepose", "text_encoders", "vae"]
+    assert sorted(os.listdir(root / "animate_anyone" / "magicanimate")) == [
+        "appearance_encoder", "densepose_controlnet", "temporal_attention", "unet"]
+    assert (root / "animate_anyone/magicanimate/temporal_attention/temporal_attention.ckpt").read_bytes() == \
+        server.files["zcxu-eric/MagicAnimate/temporal_attention/temporal_attention.ckpt"]
+    assert (root / "animate_anyone/magicanimate/unet/diffusion_pytorch_model.safetensors").is_file()
+    encoder = root / "text_encoders" / "stable-diffusion-v1-5"
+    assert sorted(os.listdir(encoder)) == ["config.json", "model.safetensors", "tokenizer"]
+    assert len(os.listdir(encoder / "tokenizer")) == 4
+    assert "magicanimate: all 16 files are in" in r.stdout

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import pytest
 
+import densepose_standin
 import tiny_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,6 +36,7 @@ WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 OVERRIDES = {
     "ImageScale": {"width": WIDTH, "height": HEIGHT},
     "PoseAnimatePoseRender": {"width": WIDTH, "height": HEIGHT},
+    "PoseAnimateDensePoseExtract": {"width": WIDTH, "height": HEIGHT},
     "PoseAnimateContextWindows": {"length": 4, "overlap": 2},
     "PoseAnimateSampler": {"steps": 2},
     "PoseAnimateVAEDecode": {"chunk": 4},
@@ -122,6 +124,9 @@ def server(tmp_path_factory):
     models = os.path.join(base, "models")
     for variant in ("moore", "musepose"):
         tiny_models.write_animate_folder(os.path.join(models, "animate_anyone", variant), variant)
+    tiny_models.write_magicanimate_folder(os.path.join(models, "animate_anyone", "magicanimate"), unet="ldm")
+    tiny_models.write_clip_text_l(os.path.join(models, "text_encoders", "stable-diffusion-v1-5", "model.safetensors"))
+    densepose_standin.write_densepose(os.path.join(models, "densepose", "densepose_r50_fpn_dl.torchscript"))
     tiny_models.write_dwpose(os.path.join(models, "dwpose"))
     tiny_models.write_sd_vae(os.path.join(models, "vae", "sd-vae-ft-mse", "diffusion_pytorch_model.safetensors"))
     tiny_models.write_clip_vision_vitl(os.path.join(models, "clip_vision", "sd-image-variations-image-encoder",

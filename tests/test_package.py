@@ -61,20 +61,30 @@ def test_registry_metadata():
 
 def test_example_workflows_are_ui_format_with_our_nodes():
     folder = os.path.join(ROOT, "example_workflows")
-    assert sorted(os.listdir(folder)) == ["animate_anyone.json", "musepose.json"]
+    assert sorted(os.listdir(folder)) == ["animate_anyone.json", "magicanimate.json", "musepose.json"]
+    common = {"LoadImage", "ImageScale", "LoadVideo", "GetVideoComponents", "VAELoader", "VAEEncode", "CreateVideo",
+              "SaveVideo"}
+    ours = {"PoseAnimateLoadModels", "PoseAnimateReferenceEncode", "PoseAnimatePoseGuiderEncode",
+            "PoseAnimateContextWindows", "PoseAnimateSampler", "PoseAnimateVAEDecode"}
     for name in os.listdir(folder):
         workflow = json.load(open(os.path.join(folder, name)))
         types = {n["type"] for n in workflow["nodes"]}
-        assert {"LoadImage", "ImageScale", "LoadVideo", "GetVideoComponents", "VAELoader", "VAEEncode",
-                "CLIPVisionLoader", "CLIPVisionEncode", "CreateVideo", "SaveVideo"} <= types
-        assert {t for t in types if t.startswith("PoseAnimate")} == {
-            "PoseAnimateLoadModels", "PoseAnimatePoseExtract", "PoseAnimatePoseRetarget", "PoseAnimatePoseRender",
-            "PoseAnimatePoseGuiderEncode", "PoseAnimateReferenceEncode", "PoseAnimateContextWindows",
-            "PoseAnimateSampler", "PoseAnimateVAEDecode"}
-        style = next(n for n in workflow["nodes"] if n["type"] == "PoseAnimatePoseRender")["widgets_values"][2]
-        assert style == ("moore" if name == "animate_anyone.json" else "musepose")
-        crop = next(n for n in workflow["nodes"] if n["type"] == "CLIPVisionEncode")["widgets_values"]
-        assert crop == ["none"]
+        nodes = {n["type"]: n for n in workflow["nodes"]}
+        if name == "magicanimate.json":
+            assert common | {"CLIPLoader", "CLIPTextEncode"} <= types
+            assert {t for t in types if t.startswith("PoseAnimate")} == ours | {"PoseAnimateDensePoseExtract"}
+            assert nodes["CLIPTextEncode"]["widgets_values"] == [""]
+            assert nodes["PoseAnimateLoadModels"]["widgets_values"][0] == "magicanimate"
+            # MagicAnimate's settings: 25 steps, cfg 7.5; 16-frame windows overlapping by 4, looped, flat
+            assert nodes["PoseAnimateSampler"]["widgets_values"][2:4] == [25, 7.5]
+            assert nodes["PoseAnimateContextWindows"]["widgets_values"][:2] == [16, 4]
+        else:
+            assert common | {"CLIPVisionLoader", "CLIPVisionEncode"} <= types
+            assert {t for t in types if t.startswith("PoseAnimate")} == ours | {
+                "PoseAnimatePoseExtract", "PoseAnimatePoseRetarget", "PoseAnimatePoseRender"}
+            style = nodes["PoseAnimatePoseRender"]["widgets_values"][2]
+            assert style == ("moore" if name == "animate_anyone.json" else "musepose")
+            assert nodes["CLIPVisionEncode"]["widgets_values"] == ["none"]
         ids = {n["id"] for n in workflow["nodes"]}
         assert all(link[1] in ids and link[3] in ids for link in workflow["links"])
 

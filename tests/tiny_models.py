@@ -143,3 +143,128 @@ def person_frames(count, width, height, box=(0.3, 0.15, 0.4, 0.75), sway=0.03, s
         top = int(box[1] * height)
         frame[top:top + int(box[3] * height), left:left + int(box[2] * width)] = (230, 30, 30)
     return frames
+
+
+_LDM_RESNET = {"norm1.": "in_layers.0.", "conv1.": "in_layers.2.", "time_emb_proj.": "emb_layers.1.",
+               "norm2.": "out_layers.0.", "conv2.": "out_layers.3.", "conv_shortcut.": "skip_connection."}
+
+
+def ldm_prefixes(levels=4, layers=2, attention=(True, True, True, False)):
+    """diffusers -> original LDM prefixes of an SD1.x UNet, written out from the LDM layout
+    (an independent table to check ``models.sd_checkpoint`` against)."""
+    m = {"time_embedding.linear_1.": "time_embed.0.", "time_embedding.linear_2.": "time_embed.2.",
+         "conv_in.": "input_blocks.0.0.", "conv_norm_out.": "out.0.", "conv_out.": "out.2.",
+         "mid_block.resnets.0.": "middle_block.0.", "mid_block.attentions.0.": "middle_block.1.",
+         "mid_block.resnets.1.": "middle_block.2."}
+    k = 1
+    for i in range(levels):
+        for j in range(layers):
+            m[f"down_blocks.{i}.resnets.{j}."] = f"input_blocks.{k}.0."
+            if attention[i]:
+                m[f"down_blocks.{i}.attentions.{j}."] = f"input_blocks.{k}.1."
+            k += 1
+        if i < levels - 1:
+            m[f"down_blocks.{i}.downsamplers.0.conv."] = f"input_blocks.{k}.0.op."
+            k += 1
+    k = 0
+    for i in range(levels):
+        att = attention[levels - 1 - i]
+        for j in range(layers + 1):
+            m[f"up_blocks.{i}.resnets.{j}."] = f"output_blocks.{k}.0."
+            if att:
+                m[f"up_blocks.{i}.attentions.{j}."] = f"output_blocks.{k}.1."
+            if j == layers and i < levels - 1:
+                m[f"up_blocks.{i}.upsamplers.0.conv."] = f"output_blocks.{k}.{2 if att else 1}.conv."
+            k += 1
+    return m
+
+
+def diffusers_to_ldm(sd):
+    """A diffusers SD1.x UNet state dict under its single-file checkpoint names (``model.diffusion_model.*``)."""
+    prefixes = ldm_prefixes()
+    out = {}
+    for key, value in sd.items():
+        prefix = max((p for p in prefixes if key.startswith(p)), key=len)
+        rest = key[len(prefix):]
+        if ".resnets." in prefix:
+            old = next(o for o in _LDM_RESNET if rest.startswith(o))
+            rest = _LDM_RESNET[old] + rest[len(old):]
+        out["model.diffusion_model." + prefixes[prefix] + rest] = value
+    return out
+
+
+def write_magicanimate_folder(path, width=32, cross_attention_dim=768, seed=0, unet="diffusers",
+                              dtype=torch.float32, spatial_in_motion=False):
+    """A MagicAnimate folder as released (``appearance_encoder/``, ``densepose_controlnet/``,
+    ``temporal_attention/temporal_attention.ckpt``) plus the SD1.5 UNet: ``unet="diffusers"`` (a
+    ``unet/`` folder), ``"ldm"`` (a single-file checkpoint ``v1-5-pruned-emaonly.safetensors``, with
+    stand-in VAE and text-encoder keys) or ``None``. Widths ``(width, width, width, 2 * width)`` so the
+    deepest level has more channels than GroupNorm groups (the timestep matters)."""
+    import json
+
+    from poseanimate.models.controlnet import ControlNet
+    from poseanimate.models.magicanimate import appearance_encoder
+    from poseanimate.models.motion_module import position_encoding
+    from poseanimate.models.unet import UNet, UNetConfig
+
+    torch.manual_seed(seed)
+    cfg = UNetConfig(block_out_channels=(width, width, width, 2 * width), cross_attention_dim=cross_attention_dim)
+    denoising = UNet(UNetConfig(**{**cfg.__dict__, "motion_modules": True, "motion_mid": False})).state_dict()
+    encoder = appearance_encoder(cfg).state_dict()
+    control = ControlNet(cfg, (16, 32, 96, 256)).state_dict()
+    for value in [*denoising.values(), *control.values()]:  # zero-initialised layers random too: every part counts
+        if value.ndim > 1 and value.abs().max() == 0:
+            value.normal_(0, 0.05)
+    cast = {torch.float32: lambda sd: sd, torch.float16: lambda sd: {k: v.half() for k, v in sd.items()}}[dtype]
+    motion = {k: v for k, v in denoising.items() if ".motion_modules." in k}
+    for key in [k for k in motion if k.endswith(("attention_blocks.0.to_q.weight", "attention_blocks.1.to_q.weight"))]:
+        motion[key.replace("to_q.weight", "pos_encoder.pe")] = position_encoding(24, motion[key].shape[0], "cpu",
+                                                                                 torch.float32)[None]
+    spatial = {k: v for k, v in denoising.items() if ".motion_modules." not in k}
+    if spatial_in_motion:
+        motion.update(spatial)
+    ext = ".safetensors" if dtype == torch.float16 else ".bin"
+    config = dict(block_out_channels=list(cfg.block_out_channels), cross_attention_dim=cross_attention_dim,
+                  layers_per_block=2, attention_head_dim=8)
+    for folder, name, sd in (("appearance_encoder", "AppearanceEncoderModel", encoder),
+                             ("densepose_controlnet", "ControlNetModel", control)):
+        _save(cast(sd), os.path.join(path, folder, "diffusion_pytorch_model.safetensors"))
+        with open(os.path.join(path, folder, "config.json"), "w") as f:
+            json.dump({"_class_name": name, **config}, f)
+    _save(cast(motion), os.path.join(path, "temporal_attention", "temporal_attention.ckpt"))
+    if unet == "diffusers":
+        _save(cast(spatial), os.path.join(path, "unet", "diffusion_pytorch_model" + ext))
+        with open(os.path.join(path, "unet", "config.json"), "w") as f:
+            json.dump({"_class_name": "UNet2DConditionModel", **config}, f)
+    elif unet == "ldm":
+        single = diffusers_to_ldm(cast(spatial))
+        single["first_stage_model.encoder.conv_in.weight"] = torch.zeros(8, 3, 3, 3)
+        single["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(77)[None]
+        _save(single, os.path.join(path, "v1-5-pruned-emaonly.safetensors"))
+    elif unet is not None:
+        raise ValueError(f"unknown unet format {unet!r}; valid: diffusers, ldm, None")
+    return path
+
+
+def write_clip_text_l(path, seed=0):
+    """SD1.5's text encoder (CLIP ViT-L/14 text model, transformers key names) with random weights, fp16:
+    ComfyUI's CLIPLoader (type stable_diffusion) fixes its size (12 layers, width 768, 77 positions)."""
+    g = torch.Generator().manual_seed(seed)
+    width, mlp, vocab = 768, 3072, 49408
+    sd = {"text_model.embeddings.token_embedding.weight": _random((vocab, width), g),
+          "text_model.embeddings.position_embedding.weight": _random((77, width), g)}
+    norms = ["text_model.final_layer_norm"]
+    for i in range(12):
+        layer = f"text_model.encoder.layers.{i}"
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            sd[f"{layer}.self_attn.{proj}.weight"] = _random((width, width), g)
+            sd[f"{layer}.self_attn.{proj}.bias"] = torch.zeros(width, dtype=torch.float16)
+        sd[f"{layer}.mlp.fc1.weight"] = _random((mlp, width), g)
+        sd[f"{layer}.mlp.fc1.bias"] = torch.zeros(mlp, dtype=torch.float16)
+        sd[f"{layer}.mlp.fc2.weight"] = _random((width, mlp), g)
+        sd[f"{layer}.mlp.fc2.bias"] = torch.zeros(width, dtype=torch.float16)
+        norms += [f"{layer}.layer_norm1", f"{layer}.layer_norm2"]
+    for norm in norms:
+        sd[f"{norm}.weight"] = torch.ones(width, dtype=torch.float16)
+        sd[f"{norm}.bias"] = torch.zeros(width, dtype=torch.float16)
+    return _save(sd, path)
