@@ -32,7 +32,9 @@ DOWNLOAD = ("https://huggingface.co/ZheWang123/UniAnimate (unianimate_16f_32f_no
 TRAINED_LENGTH = 32
 GROUPS = 32
 INIT_HEADS = 8  # heads of the first temporal transformer (the released config's num_heads)
-_ATTENTION_ROWS = 32768  # rows per temporal attention call: (rows * heads) stays below CUDA's grid limit
+_MAX_ROWS = 32768  # rows per frame-attention call: rows * heads stays below CUDA's grid limit
+_CHUNK_ELEMENTS = 1 << 27  # temporal transformers run a chunk of pixels at a time: the GEGLU's 8x-wide
+# activation of one chunk stays below this many elements (256 MiB in fp16)
 REQUIRED_PREFIXES = ("input_blocks.0.0.", "dwpose_embedding.", "randomref_embedding2.", "randomref_pose2_embedding.",
                      "pre_image_condition.", "time_embed.")
 
@@ -62,7 +64,7 @@ def sinusoidal_embedding(t, dim):
     return torch.cat([torch.cos(sinusoid), torch.sin(sinusoid)], dim=1)
 
 
-def _chunked_rows(fn, x, rows=_ATTENTION_ROWS):
+def _chunked_rows(fn, x, rows=_MAX_ROWS):
     if x.shape[0] <= rows:
         return fn(x)
     return torch.cat([fn(part) for part in x.split(rows)])
@@ -239,8 +241,9 @@ class TemporalTransformer(torch.nn.Module):
         b, c, f, h, w = v.shape
         y = self.norm(v).permute(0, 3, 4, 1, 2).reshape(b * h * w, c, f)
         y = self.proj_in(y).transpose(1, 2)
+        rows = max(1, min(_MAX_ROWS, _CHUNK_ELEMENTS // (f * y.shape[-1] * 8)))
         for block in self.transformer_blocks:
-            y = _chunked_rows(block, y)
+            y = _chunked_rows(block, y, rows)
         y = self.proj_out(y.transpose(1, 2))
         y = y.reshape(b, h, w, c, f).permute(0, 4, 3, 1, 2).reshape(b * f, c, h, w)
         return x + y
@@ -481,6 +484,8 @@ class UniAnimateModels:
 
 
 def _summary(keys, limit=4):
+    if len(keys) <= limit:
+        return ", ".join(sorted(keys))
     groups = sorted({re.sub(r"\.\d+(?=\.|$)", ".*", k).rsplit(".", 1)[0] for k in keys})
     more = f"; and {len(groups) - limit} more" if len(groups) > limit else ""
     return ", ".join(groups[:limit]) + more

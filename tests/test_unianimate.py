@@ -5,10 +5,25 @@ networks with the released key names (their README); the engine must land within
 ``expected_latents``; it lands within about 1e-5.
 """
 
+import os
+
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
+import poseanimate
+import tiny_models
+from poseanimate.models.loading import CheckpointError, read_state_dict
+from poseanimate.models.unianimate import UniAnimateConfig, UniAnimateUNet, load_unianimate
 from poseanimate.sampling import schedulers as S
+
+FIXTURES = os.path.join(os.environ.get("POSEANIMATE_FIXTURES")
+                        or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures"), "parity")
+UA_SHARED = os.path.join(FIXTURES, "ua-shared")
+UA_SHARED_UNET = os.path.join(UA_SHARED, "unianimate_tiny.pth")
+needs_fixture = pytest.mark.skipif(not os.path.isfile(UA_SHARED_UNET),
+                                   reason=f"the ua-shared parity fixture is not at {UA_SHARED}")
 
 
 @pytest.mark.parametrize("steps, expected", [
@@ -49,3 +64,95 @@ def test_ddim_without_alpha_one_ends_on_the_first_alpha():
         x = prev.sqrt() * x0 + (1 - prev).sqrt() * eps
     assert seen == [997, 831, 665, 499, 333, 167, 1]
     torch.testing.assert_close(out.double(), x, atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ network and loader
+
+
+def test_released_level_widths_give_the_released_key_set(tmp_path):
+    """dim_mult (1, 2, 4, 4) as released: the loader infers it and reads the extra 1x1 skip convolutions
+    of input blocks 4 and 7; the key set is the fixture's plus exactly those (the fixture README's
+    description of the released file)."""
+    path = tiny_models.write_unianimate(tmp_path / "unianimate.pth", dim=32, dim_mult=(1, 2, 4, 4))
+    models = load_unianimate(path, device="cpu", dtype=torch.float32)
+    cfg = models.unet.config
+    assert (cfg.dim, cfg.dim_mult, cfg.attention_levels, cfg.num_res_blocks) == (32, (1, 2, 4, 4), (False, True, True, True), 2)
+    assert (cfg.context_dim, cfg.head_dim, cfg.concat_dim, cfg.num_tokens) == (64, 8, 8, 4)
+    sd = models.unet.state_dict()
+    assert sd["input_blocks.4.0.skip_connection.weight"].shape == (64, 32, 1, 1)
+    assert sd["input_blocks.7.0.skip_connection.weight"].shape == (128, 64, 1, 1)
+    skips = {f"input_blocks.{i}.0.skip_connection.{p}" for i in (4, 7) for p in ("weight", "bias")}
+    if os.path.isfile(UA_SHARED_UNET):
+        assert set(sd) == set(read_state_dict(UA_SHARED_UNET)) | skips
+    out = models.unet(torch.randn(2, 3, 4, 16, 8), torch.tensor(500), torch.randn(2, 81, 64),
+                      torch.randn(2, 3, 8, 16, 8), torch.randn(2, 12, 16, 8))
+    assert out.shape == (2, 3, 4, 16, 8) and torch.isfinite(out).all()
+
+
+@needs_fixture
+def test_load_models_recognises_the_family_from_the_keys():
+    models = poseanimate.load_models(UA_SHARED, device="cpu", dtype=torch.float32)
+    assert models.family == "unianimate"
+    assert models.unet.config.dim_mult == (1, 1, 1, 1) and models.unet.config.context_dim == 64
+    assert models.device == torch.device("cpu") and models.dtype == torch.float32
+
+
+def test_damaged_files_are_named_with_what_is_wrong(tmp_path):
+    path = tiny_models.write_unianimate(tmp_path / "unet.pth")
+    sd = torch.load(path, weights_only=True)
+    del sd["input_blocks.1.0.temopral_conv.conv2.3.weight"]
+    torch.save(sd, tmp_path / "unet.pth")
+    with pytest.raises(CheckpointError, match=r"unet.pth is not a usable UniAnimate UNet file: missing 1 keys "
+                                              r"\(input_blocks.1.0.temopral_conv.conv2.3.weight\)"):
+        load_unianimate(tmp_path / "unet.pth", device="cpu")
+    sd = {k: v for k, v in sd.items() if not k.startswith("dwpose_embedding.")}
+    torch.save(sd, tmp_path / "unet.pth")
+    with pytest.raises(CheckpointError, match="is not a UniAnimate UNet: no dwpose_embedding weights"):
+        load_unianimate(tmp_path / "unet.pth", device="cpu")
+    with open(tmp_path / "unet.pth", "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(CheckpointError, match="truncated or interrupted download"):
+        load_unianimate(tmp_path / "unet.pth", device="cpu")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    torch.save({"conv_in.weight": torch.zeros(1)}, empty / "other.pth")
+    with pytest.raises(CheckpointError, match="holds no UniAnimate UNet file; download unianimate_16f_32f"):
+        load_unianimate(empty, device="cpu")
+
+
+class _Largest(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.largest, self.ops = 0, {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = str(func.overloadpacket)
+        self.ops[name] = self.ops.get(name, 0) + 1
+        for o in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(o, torch.Tensor):
+                self.largest = max(self.largest, o.numel())
+        return out
+
+
+def test_full_size_32_frames_never_build_an_attention_matrix():
+    """The released widths, 32 frames at 512x768 with guidance (2 samples of 1 + 32 frames), traced with
+    fake tensors: every attention is a fused kernel and no tensor reaches half the attention matrix of
+    the first spatial attention level (2 x 33 frames x 10 heads x (48 x 32 tokens)^2, 1.6e9 elements; the
+    largest tensors are that level's feed-forward activations, 5.2e8)."""
+    with FakeTensorMode():
+        unet = UniAnimateUNet(UniAnimateConfig())
+        x = torch.randn(2, 32, 4, 96, 64)
+        with _Largest() as spy:
+            pose = unet.embed_pose(torch.rand(32, 3, 768, 512))
+            reference = unet.embed_reference(torch.randn(1, 4, 96, 64), torch.rand(1, 3, 768, 512))
+            tokens = unet.image_tokens(torch.randn(1, 1024))
+            out = unet(x, torch.tensor(999), torch.randn(2, 77 + tokens.shape[1], 1024),
+                       torch.cat([pose[None], torch.zeros_like(pose[None])]), torch.cat([reference, reference * 0]))
+    assert out.shape == (2, 32, 4, 96, 64)
+    tokens = 48 * 32
+    attention_matrix = 2 * 33 * 10 * tokens * tokens
+    assert spy.largest < attention_matrix / 2, spy.largest
+    fused = spy.ops.get("aten._scaled_dot_product_flash_attention_for_cpu", 0)
+    assert fused >= 16 * 2 * 2 + 2 + 3, fused  # 32 transformers, the first temporal one, 3 frame transformers (more: chunks)
+    assert "aten._softmax" not in spy.ops and "aten.bmm" not in spy.ops and "aten.baddbmm" not in spy.ops

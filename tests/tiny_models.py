@@ -3,6 +3,9 @@
 * :func:`write_animate_folder`: an Animate Anyone (``moore``) or MusePose folder with the real key
   names and file layout (see tests/data/parity/README.md), narrow blocks, and a cross-attention
   width that matches the CLIP vision projection (768 for ComfyUI's ViT-L), built with our models code.
+* :func:`write_unianimate`: a UniAnimate UNet file (``UNetSD_UniAnimate`` key names, narrow levels),
+  built with our models code; ``context_dim`` must match the image encoder's projection and the text
+  encoder's width it is used with.
 * :func:`write_clip_vision_vitl`: a CLIP ViT-L/14 vision encoder with projection (transformers key
   names) that ComfyUI's CLIPVisionLoader recognises; ComfyUI picks the config by keys and fixes its
   size (24 layers, width 1024), so this one is full size with random weights (fp16, ~600 MB).
@@ -55,6 +58,15 @@ def write_animate_folder(path, variant="moore", width=32, cross_attention_dim=76
     torch.save(denoising, os.path.join(path, "denoising_unet.pth"))
     torch.save(guider, os.path.join(path, "pose_guider.pth"))
     return path
+
+
+def write_unianimate(path, dim=32, dim_mult=(1, 1, 1, 1), context_dim=64, head_dim=8, seed=0):
+    """Write a UniAnimate UNet state dict with random weights to ``path`` (a file); returns ``path``."""
+    from poseanimate.models.unianimate import UniAnimateConfig, UniAnimateUNet
+
+    torch.manual_seed(seed)
+    cfg = UniAnimateConfig(dim=dim, dim_mult=tuple(dim_mult), context_dim=context_dim, head_dim=head_dim)
+    return _save(UniAnimateUNet(cfg).state_dict(), path)
 
 
 def _random(shape, generator, std=0.02):
