@@ -1,0 +1,140 @@
+"""UniAnimate's engine: what goes into its video UNet, and its noise prior.
+
+The reference (ali-vilab/UniAnimate, ``inference_unianimate_entrance.py`` / ``..._long_entrance.py``,
+``DiffusionDDIM`` / ``DiffusionDDIMLong``), number for number:
+
+* Conditional branch: the pose embedding of the window's driving poses (plus, with ``first_frame``,
+  the reference image's embedding) as 8 extra input channels; a *reference frame* prepended to every
+  window, made from the reference latent and the reference pose (zeros with ``first_frame``: the
+  reference's ``local_image`` set has no ``randomref``); context = the empty prompt's text tokens
+  (``zero_y``) + 4 tokens from the OpenCLIP image embedding.
+* Unconditional branch: no pose, a zero reference frame, context = ``zero_y`` + 4 zero tokens.
+* Guidance after fusion, ``uncond + cfg * (cond - uncond)``; long videos: fixed windows (32 frames
+  overlapping by 8, the last one pinned to the end), each branch averaged per frame with equal
+  weights, i.e. the shared denoiser with ``schedule="static"``, ``fuse="flat"``.
+* DDIM on the ``linear_sd`` betas rescaled to zero terminal SNR, v-prediction, timesteps every
+  ``1000 // steps`` from 1 (``timestep_spacing="stride"``: 6 steps run 7), the last step landing
+  on ``alphas_cumprod[0]``.
+* Starting latents from a seed: ``randn`` plus 0.1 x per-frame offset noise, noised onto the
+  reference latent at ``noise_prior_value``: 949 with the offset inside the prior when the video is
+  one window (the short entrance), 939 with the offset added afterwards when it is longer (the long
+  entrance).
+"""
+
+import torch
+
+from ..models.unianimate import UniAnimateUNet
+
+SCHEDULER = dict(sampler="ddim", beta_schedule="scaled_linear", prediction_type="v_prediction",
+                 rescale_betas_zero_snr=True, timestep_spacing="stride", steps_offset=1, set_alpha_to_one=False)
+CONTEXT = dict(length=32, overlap=8, stride=1, schedule="static", fuse="flat")
+TRAINED_LENGTH = 32
+NOISE_PRIOR_SHORT = 949
+NOISE_PRIOR_LONG = 939
+OFFSET_NOISE = 0.1
+
+
+def _image(x, name, shape):
+    x = torch.as_tensor(x)
+    if x.ndim != len(shape) or x.shape[-1] != 3 or any(s is not None and a != s for a, s in zip(x.shape, shape)):
+        want = ", ".join("n" if s is None else str(s) for s in shape)
+        raise ValueError(f"{name} must be [{want}] in [0, 1] (ComfyUI IMAGE layout), got {list(x.shape)}")
+    return x
+
+
+class UniAnimateWindowModel:
+    """The WindowModel (sampling.engine): ``(x [n, L, 4, h, w], t, windows, branches) -> [len(branches), n, L, 4, h, w]``.
+
+    Conditions that never change (reference frame, contexts) are computed once; pose embeddings per
+    window (they attend over the window's frames), kept for the windows of the current and the previous
+    step. Pose images stay in the form given (uint8 or float ``[F, H, W, 3]``, on the CPU is fine)."""
+
+    def __init__(self, unet: UniAnimateUNet, *, reference_latents, image_embeds, text_embeds, reference_image,
+                 reference_pose, pose_images, first_frame=False, device=None, dtype=None):
+        self.unet = unet
+        self.device = torch.device(device) if device is not None else unet.device
+        self.dtype = dtype or unet.dtype
+        cfg = unet.config
+        lat = torch.as_tensor(reference_latents)
+        if lat.ndim != 4 or lat.shape[:2] != (1, cfg.reference_channels):
+            raise ValueError(f"reference_latents must be [1, {cfg.reference_channels}, h, w] (VAE latent x 0.18215), "
+                             f"got {list(lat.shape)}")
+        h, w = lat.shape[-2:]
+        size = (8 * h, 8 * w)
+        self.pose_images = _image(pose_images, "pose_images", (None, *size, 3))
+        reference_pose = _image(reference_pose, "reference_pose", (*size, 3))
+        reference_image = _image(reference_image, "reference_image", (*size, 3)) if first_frame else None
+        text = torch.as_tensor(text_embeds)
+        if text.ndim != 3 or text.shape[0] != 1 or text.shape[2] != cfg.context_dim:
+            raise ValueError(f"text_embeds must be [1, 77, {cfg.context_dim}] (the empty prompt's OpenCLIP text tokens, "
+                             f"penultimate layer + final layer norm), got {list(text.shape)}")
+        image = torch.as_tensor(image_embeds)
+        if image.ndim == 3 and image.shape[1] == 1:
+            image = image[:, 0]
+        if image.ndim != 2 or image.shape != (1, cfg.context_dim):
+            raise ValueError(f"image_embeds must be [1, {cfg.context_dim}] or [1, 1, {cfg.context_dim}] (the OpenCLIP "
+                             f"ViT-H image embedding), got {list(image.shape)}")
+        kw = dict(device=self.device, dtype=self.dtype)
+        with torch.inference_mode():
+            text = text.to(**kw)
+            tokens = unet.image_tokens(image.to(**kw))
+            self.context = {"cond": torch.cat([text, tokens], 1), "uncond": torch.cat([text, torch.zeros_like(tokens)], 1)}
+            if first_frame:
+                self.reference = torch.zeros(1, cfg.concat_dim + cfg.reference_channels, h, w, **kw)
+                self.local_image = self._chw(reference_image[None])[0]
+            else:
+                self.reference = unet.embed_reference(lat.to(**kw), self._chw(reference_pose[None]))
+                self.local_image = None
+        self._local = {}
+        self._poses, self._previous, self._t = {}, {}, None
+
+    def _chw(self, images):
+        x = images.to(self.device)
+        x = x.float() / 255 if x.dtype == torch.uint8 else x
+        return x.to(self.dtype).permute(0, 3, 1, 2)
+
+    def _concat(self, window):
+        key = tuple(window)
+        feats = self._poses.get(key)
+        if feats is None:
+            feats = self._previous.get(key)
+            if feats is None:
+                feats = self.unet.embed_pose(self._chw(self.pose_images[list(window)]))
+                if self.local_image is not None:
+                    feats = feats + self._local_embedding(len(window))
+            self._poses[key] = feats
+        return feats
+
+    def _local_embedding(self, length):
+        if length not in self._local:
+            self._local[length] = self.unet.embed_local_image(self.local_image, length)
+        return self._local[length]
+
+    @torch.inference_mode()
+    def __call__(self, x, t, windows, branches):
+        if self._t is None or not torch.equal(torch.as_tensor(t).cpu(), self._t):
+            self._previous, self._poses, self._t = self._poses, {}, torch.as_tensor(t).cpu()
+        n = x.shape[0]
+        concat, reference, context = [], [], []
+        for branch in branches:
+            if branch == "cond":
+                concat.append(torch.stack([self._concat(w) for w in windows]))
+                reference.append(self.reference.expand(n, -1, -1, -1))
+            else:
+                concat.append(torch.zeros(n, x.shape[1], self.unet.config.concat_dim, *x.shape[-2:], device=x.device,
+                                          dtype=self.dtype))
+                reference.append(torch.zeros_like(self.reference).expand(n, -1, -1, -1))
+            context.append(self.context[branch].expand(n, -1, -1))
+        lat = torch.cat([x] * len(branches)).to(self.dtype)
+        out = self.unet(lat, t, torch.cat(context), torch.cat(concat), torch.cat(reference))
+        return out.float().reshape(len(branches), n, *out.shape[1:])
+
+
+def noise_prior(noise_base, offset_noise, reference_latents, alphas_cumprod, *, long):
+    """The reference entrances' starting latents ``[F, 4, h, w]`` from unit noise ``[F, 4, h, w]``,
+    offset noise ``[F, 4, 1, 1]`` and the reference latent ``[1, 4, h, w]``."""
+    if long:
+        a = alphas_cumprod[NOISE_PRIOR_LONG]
+        return a.sqrt() * reference_latents + (1 - a).sqrt() * noise_base + OFFSET_NOISE * offset_noise
+    a = alphas_cumprod[NOISE_PRIOR_SHORT]
+    return a.sqrt() * reference_latents + (1 - a).sqrt() * (noise_base + OFFSET_NOISE * offset_noise)
