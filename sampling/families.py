@@ -22,6 +22,11 @@ class Family:
 FAMILIES = {
     "moore": Family("moore", "animate_anyone", trained_length=24),
     "musepose": Family("musepose", "animate_anyone", trained_length=128),
+    "unianimate": Family(
+        "unianimate", "unianimate", trained_length=32,
+        scheduler=dict(sampler="ddim", beta_schedule="scaled_linear", prediction_type="v_prediction",
+                       rescale_betas_zero_snr=True, timestep_spacing="stride", steps_offset=1, set_alpha_to_one=False),
+        context=dict(length=32, overlap=8, stride=1, schedule="static", fuse="flat")),
 }
 
 

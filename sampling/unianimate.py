@@ -21,14 +21,18 @@ The reference (ali-vilab/UniAnimate, ``inference_unianimate_entrance.py`` / ``..
   entrance).
 """
 
+import logging
+
 import torch
 
 from ..models.unianimate import UniAnimateUNet
+from .engine import make_noise, run_sampler
+from .families import context_settings, get_family, scheduler_settings
+from .schedulers import SchedulerConfig, alphas_cumprod
 
-SCHEDULER = dict(sampler="ddim", beta_schedule="scaled_linear", prediction_type="v_prediction",
-                 rescale_betas_zero_snr=True, timestep_spacing="stride", steps_offset=1, set_alpha_to_one=False)
-CONTEXT = dict(length=32, overlap=8, stride=1, schedule="static", fuse="flat")
-TRAINED_LENGTH = 32
+log = logging.getLogger(__name__)
+FAMILY = "unianimate"
+
 NOISE_PRIOR_SHORT = 949
 NOISE_PRIOR_LONG = 939
 OFFSET_NOISE = 0.1
@@ -138,3 +142,73 @@ def noise_prior(noise_base, offset_noise, reference_latents, alphas_cumprod, *, 
         return a.sqrt() * reference_latents + (1 - a).sqrt() * noise_base + OFFSET_NOISE * offset_noise
     a = alphas_cumprod[NOISE_PRIOR_SHORT]
     return a.sqrt() * reference_latents + (1 - a).sqrt() * (noise_base + OFFSET_NOISE * offset_noise)
+
+
+def starting_latents(shape, seed, reference_latents, *, context=None, scheduler=None):
+    """Seeded starting latents ``[F, 4, h, w]`` with the reference's offset noise and noise prior
+    (the long entrance's when the video is longer than one context window)."""
+    opts = context_settings(FAMILY, context)
+    sched = {k: v for k, v in scheduler_settings(FAMILY, scheduler).items() if k != "sampler"}
+    base = make_noise(shape, seed, "cpu", opts)
+    g = torch.Generator("cpu").manual_seed(int(seed) + 2)
+    offset = torch.randn(shape[0], shape[1], 1, 1, generator=g)
+    ref = torch.as_tensor(reference_latents).float().cpu()
+    return noise_prior(base, offset, ref, alphas_cumprod(SchedulerConfig.from_dict(sched)), long=shape[0] > opts.length)
+
+
+@torch.inference_mode()
+def sample(unet, *, reference_latents, image_embeds, text_embeds, reference_image, reference_pose, pose_images, noise,
+           first_frame=False, steps=30, cfg=2.5, scheduler=None, context=None, callback=None, seed=0, device=None,
+           dtype=None):
+    """Denoise ``noise`` ``[F, 4, h, w]`` (the starting latents, used as given) with the UniAnimate UNet on
+    ``device`` in ``dtype`` (default: the UNet's); see :func:`animate` for the inputs. Returns float32
+    latents ``[F, 4, h, w]`` on the CPU."""
+    opts = context_settings(FAMILY, context)
+    frames = noise.shape[0]
+    if torch.as_tensor(pose_images).shape[0] < frames:
+        raise ValueError(f"{frames} frames requested but only {torch.as_tensor(pose_images).shape[0]} pose images given")
+    trained = get_family(FAMILY).trained_length
+    if min(opts.length, frames) > trained:
+        log.warning("PoseAnimate: context length %d is longer than the %d frames UniAnimate was trained on; "
+                    "expect weaker motion. Use a context length of at most %d.", opts.length, trained, trained)
+    device = torch.device(device) if device is not None else unet.device
+    model = UniAnimateWindowModel(unet, reference_latents=reference_latents, image_embeds=image_embeds,
+                                  text_embeds=text_embeds, reference_image=reference_image,
+                                  reference_pose=reference_pose, pose_images=torch.as_tensor(pose_images)[:frames],
+                                  first_frame=first_frame, device=device, dtype=dtype)
+    return run_sampler(model, noise, steps=steps, cfg=cfg, scheduler=scheduler_settings(FAMILY, scheduler),
+                       context=opts, callback=callback, seed=seed, device=device)
+
+
+def animate(models, *, reference_latents, image_embeds, text_embeds, reference_image, reference_pose, pose_images,
+            first_frame=False, noise=None, seed=None, steps, cfg, context=None, callback=None, scheduler=None):
+    """Animate the reference with UniAnimate; returns latents ``[F, 4, h, w]`` (x 0.18215).
+
+    ``reference_latents`` ``[1, 4, h, w]`` (VAE latent x 0.18215); ``image_embeds`` ``[1, C]`` or ``[1, 1, C]``
+    (OpenCLIP ViT-H-14 image embedding of the reference at 224x224); ``text_embeds`` ``[1, 77, C]`` (the
+    empty prompt's OpenCLIP text tokens: penultimate layer, final layer norm); ``reference_image``,
+    ``reference_pose`` ``[8h, 8w, 3]`` and ``pose_images`` ``[F, 8h, 8w, 3]`` in [0, 1] (or uint8).
+    ``first_frame``: condition the first frame on the reference image instead of the reference frame.
+    ``noise`` ``[F, 4, h, w]`` (or ``[1, 4, F, h, w]``): the starting latents as given; else drawn from
+    ``seed`` with the reference's offset noise and noise prior. ``steps``: the reference's
+    ``ddim_timesteps`` (6 runs 7 timesteps). ``context``: the family's default is the reference's long
+    mode (32-frame static windows overlapping by 8, flat fusion); ``scheduler``: other samplers/settings.
+    """
+    lat = torch.as_tensor(reference_latents)
+    poses = torch.as_tensor(pose_images)
+    if lat.ndim != 4 or poses.ndim != 4:
+        raise ValueError(f"reference_latents must be [1, 4, h, w] and pose_images [frames, 8h, 8w, 3]; got "
+                         f"{list(lat.shape)} and {list(poses.shape)}")
+    shape = (poses.shape[0], lat.shape[1], lat.shape[2], lat.shape[3])
+    if noise is None:
+        noise = starting_latents(shape, 0 if seed is None else seed, lat, context=context, scheduler=scheduler)
+    else:
+        noise = torch.as_tensor(noise)
+        if noise.ndim == 5 and noise.shape[0] == 1:
+            noise = noise[0].transpose(0, 1)
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"noise must be {list(shape)} (frames, 4, h, w), got {list(noise.shape)}")
+    return sample(models.unet, reference_latents=lat, image_embeds=image_embeds, text_embeds=text_embeds,
+                  reference_image=reference_image, reference_pose=reference_pose, pose_images=poses, noise=noise,
+                  first_frame=first_frame, steps=steps, cfg=cfg, scheduler=scheduler, context=context,
+                  callback=callback, seed=0 if seed is None else seed)

@@ -5,10 +5,13 @@ networks with the released key names (their README); the engine must land within
 ``expected_latents``; it lands within about 1e-5.
 """
 
+import json
 import os
 
+import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -17,11 +20,15 @@ import tiny_models
 from poseanimate.models.loading import CheckpointError, read_state_dict
 from poseanimate.models.unianimate import UniAnimateConfig, UniAnimateUNet, load_unianimate
 from poseanimate.sampling import schedulers as S
+from poseanimate.sampling.context import windows
+from poseanimate.sampling.families import context_settings, get_family
+from poseanimate.sampling.unianimate import noise_prior, starting_latents
 
 FIXTURES = os.path.join(os.environ.get("POSEANIMATE_FIXTURES")
                         or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures"), "parity")
 UA_SHARED = os.path.join(FIXTURES, "ua-shared")
 UA_SHARED_UNET = os.path.join(UA_SHARED, "unianimate_tiny.pth")
+ORACLE = os.path.join(os.path.dirname(__file__), "data", "parity", "ua-oracle")
 needs_fixture = pytest.mark.skipif(not os.path.isfile(UA_SHARED_UNET),
                                    reason=f"the ua-shared parity fixture is not at {UA_SHARED}")
 
@@ -156,3 +163,103 @@ def test_full_size_32_frames_never_build_an_attention_matrix():
     fused = spy.ops.get("aten._scaled_dot_product_flash_attention_for_cpu", 0)
     assert fused >= 16 * 2 * 2 + 2 + 3, fused  # 32 transformers, the first temporal one, 3 frame transformers (more: chunks)
     assert "aten._softmax" not in spy.ops and "aten.bmm" not in spy.ops and "aten.baddbmm" not in spy.ops
+
+
+# ------------------------------------------------------------------------------------------ engine parity
+
+
+def _png(name):
+    from PIL import Image
+
+    return torch.from_numpy(np.array(Image.open(os.path.join(UA_SHARED, name)).convert("RGB")))
+
+
+@pytest.fixture(scope="module")
+def shared():
+    if not os.path.isfile(UA_SHARED_UNET):
+        pytest.skip(f"the ua-shared parity fixture is not at {UA_SHARED}")
+    meta = json.load(open(os.path.join(UA_SHARED, "meta.json")))
+    tensors = load_file(os.path.join(UA_SHARED, "tensors.safetensors"))
+    models = poseanimate.load_models(UA_SHARED, device="cpu", dtype=torch.float32)
+    inputs = dict(reference_latents=tensors["ref_latent"], image_embeds=tensors["clip_image_embed"],
+                  text_embeds=tensors["zero_y"], reference_image=_png("ref_image.png"),
+                  reference_pose=_png("ref_pose.png"),
+                  pose_images=torch.stack([_png(f"pose_{i:03d}.png") for i in range(meta["frames"])]))
+    return models, meta, tensors, inputs
+
+
+def _frames_first(x):
+    return x[0].transpose(0, 1)
+
+
+def test_ua_shared_parity(shared):
+    """The reference's short entrance: 8 frames (one window), ddim_timesteps 4, guide scale 2.5."""
+    models, meta, tensors, inputs = shared
+    steps = []
+    out = poseanimate.animate(models, **inputs, noise=tensors["x_T"], steps=meta["ddim_timesteps_cfg"],
+                              cfg=meta["guide_scale"], callback=lambda e: steps.append(e) if e["event"] == "step" else None)
+    expected = _frames_first(tensors["expected_latents"])
+    assert (out - expected).abs().max() < 1e-3
+    torch.testing.assert_close(out, expected, atol=2e-5, rtol=0)
+    assert [int(e["t"]) for e in steps] == meta["timesteps_run"]
+    for i, e in enumerate(steps):
+        torch.testing.assert_close(e["x"].cpu(), _frames_first(tensors["trajectory"][i]), atol=2e-5, rtol=0)
+
+
+def test_noise_prior_of_the_short_entrance(shared):
+    models, meta, tensors, inputs = shared
+    sched = S.SchedulerConfig(**{k: v for k, v in get_family("unianimate").scheduler.items() if k != "sampler"})
+    x_T = noise_prior(_frames_first(tensors["noise_base"]), _frames_first(tensors["offset_noise"]),
+                      tensors["ref_latent"], S.alphas_cumprod(sched), long=False)
+    torch.testing.assert_close(x_T, _frames_first(tensors["x_T"]), atol=1e-6, rtol=0)
+
+
+def test_long_mode_parity(shared):
+    """The long entrance on 16 frames, 8-frame windows overlapping by 2 (3 windows, the last pinned to the
+    end), 2 steps; starting latents from the long entrance's noise prior (939, offset noise after)."""
+    models, meta, tensors, inputs = shared
+    oracle = load_file(os.path.join(ORACLE, "long_16f.safetensors"))
+    frames = torch.stack([_png(f"pose_{i % 8:03d}.png") for i in range(16)])
+    frames[8:] = frames[8:].flip(2)
+    sched = S.SchedulerConfig(**{k: v for k, v in get_family("unianimate").scheduler.items() if k != "sampler"})
+    x_T = noise_prior(_frames_first(oracle["noise_base"]), _frames_first(oracle["offset_noise"]),
+                      tensors["ref_latent"], S.alphas_cumprod(sched), long=True)
+    torch.testing.assert_close(x_T, _frames_first(oracle["x_T"]), atol=1e-6, rtol=0)
+    context = dict(length=8, overlap=2)
+    assert windows(16, context_settings("unianimate", context)) == [list(range(0, 8)), list(range(6, 14)),
+                                                                   list(range(8, 16))]
+    out = poseanimate.animate(models, **dict(inputs, pose_images=frames), noise=x_T, steps=2, cfg=2.5,
+                              context=context)
+    torch.testing.assert_close(out, _frames_first(oracle["expected_latents"]), atol=2e-5, rtol=0)
+
+
+def test_first_frame_parity(shared):
+    """The short entrance's other partial_keys set: image, local_image, dwpose (no reference frame)."""
+    models, meta, tensors, inputs = shared
+    oracle = load_file(os.path.join(ORACLE, "first_frame_8f.safetensors"))
+    out = poseanimate.animate(models, **inputs, first_frame=True, noise=tensors["x_T"], steps=4, cfg=2.5)
+    torch.testing.assert_close(out, _frames_first(oracle["expected_latents"]), atol=2e-5, rtol=0)
+
+
+def test_seeded_noise_and_window_batch(shared):
+    models, meta, tensors, inputs = shared
+    short = {k: v[:4] if k == "pose_images" else v for k, v in inputs.items()}
+    a = poseanimate.animate(models, **short, seed=3, steps=1, cfg=2.5, context=dict(length=2, overlap=1))
+    b = poseanimate.animate(models, **short, seed=3, steps=1, cfg=2.5, context=dict(length=2, overlap=1,
+                                                                                    window_batch=3))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    start = starting_latents((4, 4, 32, 16), 3, tensors["ref_latent"], context=dict(length=2, overlap=1))
+    again = starting_latents((4, 4, 32, 16), 3, tensors["ref_latent"], context=dict(length=2, overlap=1))
+    assert torch.equal(start, again)
+    single = starting_latents((4, 4, 32, 16), 3, tensors["ref_latent"])  # one window: the short entrance's prior
+    assert not torch.allclose(start, single)
+
+
+def test_bad_inputs_say_what_is_expected(shared):
+    models, meta, tensors, inputs = shared
+    with pytest.raises(ValueError, match=r"text_embeds must be \[1, 77, 64\]"):
+        poseanimate.animate(models, **dict(inputs, text_embeds=torch.zeros(1, 77, 32)), steps=1, cfg=2.5, seed=0)
+    with pytest.raises(ValueError, match=r"image_embeds must be \[1, 64\] or \[1, 1, 64\]"):
+        poseanimate.animate(models, **dict(inputs, image_embeds=torch.zeros(1, 2, 64)), steps=1, cfg=2.5, seed=0)
+    with pytest.raises(ValueError, match=r"reference_pose must be \[256, 128, 3\]"):
+        poseanimate.animate(models, **dict(inputs, reference_pose=torch.zeros(64, 64, 3)), steps=1, cfg=2.5, seed=0)
