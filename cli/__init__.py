@@ -92,7 +92,9 @@ def _download_parser(sub):
     p = sub.add_parser("download", parents=[_common()], help="download the model files of a variant",
                        description="Download everything a variant needs (its networks, DWPose, the VAE and the "
                                    "CLIP image encoder) from the Hugging Face Hub; files already there are skipped.")
-    p.add_argument("--variant", choices=("moore", "musepose"), default="moore", help="default: moore")
+    p.add_argument("--variant", choices=("moore", "musepose", "unianimate"), default="moore",
+                   help="default: moore; unianimate: its UNet, the SD2.1 checkpoint (VAE, text encoder), "
+                        "OpenCLIP ViT-H-14 and DWPose")
     dest = p.add_mutually_exclusive_group()
     dest.add_argument("--dest", "--models", dest="models", metavar="DIR", help=MODELS_HELP)
     dest.add_argument("--comfyui", metavar="PATH", help="download into this ComfyUI install's models folder")

@@ -5,6 +5,12 @@
     MODELS/vae/sd-vae-ft-mse/{config.json,diffusion_pytorch_model.safetensors}
     MODELS/clip_vision/sd-image-variations-image-encoder/{config.json,pytorch_model.bin}
 
+UniAnimate (``--variant unianimate``, download only: the command line's ``animate`` runs Animate Anyone):
+
+    MODELS/animate_anyone/unianimate/unianimate_16f_32f_non_ema_223000.pth
+    MODELS/checkpoints/v2-1_512-ema-pruned.ckpt        (its VAE and OpenCLIP text encoder)
+    MODELS/clip_vision/open_clip_pytorch_model.bin     (OpenCLIP ViT-H-14)
+
 With ``--comfyui PATH`` MODELS is ``PATH/models``, so ComfyUI's own VAE and CLIP vision loaders list
 the same files. Files are fetched with huggingface_hub into ``MODELS/.downloads`` (where an
 interrupted download resumes) and moved into place only when complete, so a file at its final
@@ -20,6 +26,8 @@ import urllib.parse
 from dataclasses import dataclass
 
 VARIANTS = ("moore", "musepose")
+DOWNLOAD_VARIANTS = (*VARIANTS, "unianimate")
+UNIANIMATE_REPO = "ZheWang123/UniAnimate"
 NETWORK_FILES = ("reference_unet.pth", "denoising_unet.pth", "motion_module.pth", "pose_guider.pth")
 VAE_DIR = os.path.join("vae", "sd-vae-ft-mse")
 CLIP_DIR = os.path.join("clip_vision", "sd-image-variations-image-encoder")
@@ -69,6 +77,17 @@ COMMON = {
 }
 
 
+UNIANIMATE = {
+    "networks": [Remote(UNIANIMATE_REPO, "unianimate_16f_32f_non_ema_223000.pth", None,
+                        os.path.join("animate_anyone", "unianimate", "unianimate_16f_32f_non_ema_223000.pth"),
+                        ("unianimate_16f_32f_non_ema_223000.safetensors",))],
+    "vae": [Remote(UNIANIMATE_REPO, "v2-1_512-ema-pruned.ckpt", None,
+                   os.path.join("checkpoints", "v2-1_512-ema-pruned.ckpt"), ("v2-1_512-ema-pruned.safetensors",))],
+    "clip_vision": [Remote(UNIANIMATE_REPO, "open_clip_pytorch_model.bin", None,
+                           os.path.join("clip_vision", "open_clip_pytorch_model.bin"))],
+}
+
+
 def check_variant(variant):
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
@@ -77,6 +96,8 @@ def check_variant(variant):
 
 def remotes(variant, components=("networks", "dwpose", "vae", "clip_vision")):
     """The files a variant needs, per component (``networks`` = the four Animate Anyone files)."""
+    if variant == "unianimate":
+        return {c: UNIANIMATE.get(c) or COMMON[c] for c in components}
     check_variant(variant)
     return {c: _networks(variant) if c == "networks" else COMMON[c] for c in components}
 

@@ -10,7 +10,7 @@ from ..models.attention import set_attention
 from ..models.loading import DTYPES, CheckpointError, build_models, resolve_files
 from ..sampling.animate_anyone import encode_reference
 from ..sampling.engine import VAE_SCALE
-from . import common
+from . import common, unianimate
 
 class LoadModels(io.ComfyNode):
     NAME = "PoseAnimate Load Models"
@@ -50,6 +50,9 @@ class LoadModels(io.ComfyNode):
         if path is None:
             raise common.PoseAnimateError(cls.NAME, "folder", f"no model folder named {folder!r}.",
                                           common.download_help())
+        found = unianimate.find(path)
+        if found is not None:
+            return io.NodeOutput(unianimate.load(cls.NAME, found, path, dtype))
         try:
             files = resolve_files(path)
         except CheckpointError as e:
@@ -91,14 +94,28 @@ class ReferenceEncode(io.ComfyNode):
                 io.ClipVisionOutput.Input("clip_vision_output",
                                           tooltip="CLIPVisionEncode of the character image with crop 'none', using "
                                                   "the sd-image-variations image encoder (ViT-L/14, 768-wide "
-                                                  "image_embeds)."),
+                                                  "image_embeds; UniAnimate: OpenCLIP ViT-H-14, "
+                                                  "open_clip_pytorch_model.bin)."),
+                io.Conditioning.Input("conditioning", optional=True,
+                                      tooltip="UniAnimate only: CLIPTextEncode of an empty text with the CLIP of "
+                                              "v2-1_512-ema-pruned.ckpt (CheckpointLoaderSimple)."),
+                io.Image.Input("reference_pose", optional=True,
+                               tooltip="UniAnimate only: the character image's own pose, rendered at the video size "
+                                       "(Pose Extract on the character, then Pose Render)."),
+                io.Image.Input("reference_image", optional=True,
+                               tooltip="UniAnimate only, with first_frame: the character image at the video size."),
+                io.Boolean.Input("first_frame", default=False, optional=True,
+                                 tooltip="UniAnimate only: condition the first frame on reference_image (the "
+                                         "reference's 'reference image as the first frame' option) instead of the "
+                                         "reference latent and pose."),
             ],
             outputs=[common.Reference.Output(tooltip="The ReferenceNet features of the character; connect to the "
                                                      "Sampler.")],
         )
 
     @classmethod
-    def execute(cls, models, latent, clip_vision_output):
+    def execute(cls, models, latent, clip_vision_output, conditioning=None, reference_pose=None, reference_image=None,
+                first_frame=False):
         samples = latent["samples"]
         if samples.ndim != 4 or samples.shape[1] != 4:
             raise common.PoseAnimateError(cls.NAME, "latent", f"expected an SD1.5 latent [1, 4, h, w], got "
@@ -108,6 +125,9 @@ class ReferenceEncode(io.ComfyNode):
             raise common.PoseAnimateError(cls.NAME, "latent", f"it holds {samples.shape[0]} images; the ReferenceNet "
                                           "encodes one character image.", "encode a single image (pick one with "
                                           "ImageFromBatch before VAEEncode).")
+        if models.variant == unianimate.FAMILY:
+            return io.NodeOutput(unianimate.encode_reference(cls.NAME, models, samples, clip_vision_output, conditioning,
+                                                             reference_image, reference_pose, first_frame))
         embeds = getattr(clip_vision_output, "image_embeds", None)
         if embeds is None or embeds.ndim != 2 or embeds.shape[-1] != models.embed_dim:
             found = "no image_embeds" if embeds is None else f"image_embeds of shape {list(embeds.shape)}"
