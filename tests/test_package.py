@@ -59,18 +59,20 @@ def test_registry_metadata():
 
 def test_example_workflows_are_ui_format_with_our_nodes():
     folder = os.path.join(ROOT, "example_workflows")
-    assert sorted(os.listdir(folder)) == ["animate_anyone.json", "musepose.json"]
+    styles = {"animate_anyone.json": "moore", "musepose.json": "musepose", "unianimate.json": "unianimate"}
+    assert sorted(os.listdir(folder)) == sorted(styles)
     for name in os.listdir(folder):
         workflow = json.load(open(os.path.join(folder, name)))
         types = {n["type"] for n in workflow["nodes"]}
-        assert {"LoadImage", "ImageScale", "LoadVideo", "GetVideoComponents", "VAELoader", "VAEEncode",
+        vae = "CheckpointLoaderSimple" if name == "unianimate.json" else "VAELoader"  # UniAnimate: the SD2.1 file
+        assert {"LoadImage", "ImageScale", "LoadVideo", "GetVideoComponents", vae, "VAEEncode",
                 "CLIPVisionLoader", "CLIPVisionEncode", "CreateVideo", "SaveVideo"} <= types
         assert {t for t in types if t.startswith("PoseAnimate")} == {
             "PoseAnimateLoadModels", "PoseAnimatePoseExtract", "PoseAnimatePoseRetarget", "PoseAnimatePoseRender",
             "PoseAnimatePoseGuiderEncode", "PoseAnimateReferenceEncode", "PoseAnimateContextWindows",
             "PoseAnimateSampler", "PoseAnimateVAEDecode"}
-        style = next(n for n in workflow["nodes"] if n["type"] == "PoseAnimatePoseRender")["widgets_values"][2]
-        assert style == ("moore" if name == "animate_anyone.json" else "musepose")
+        renders = [n["widgets_values"][2] for n in workflow["nodes"] if n["type"] == "PoseAnimatePoseRender"]
+        assert renders and set(renders) == {styles[name]}
         crop = next(n for n in workflow["nodes"] if n["type"] == "CLIPVisionEncode")["widgets_values"]
         assert crop == ["none"]
         ids = {n["id"] for n in workflow["nodes"]}

@@ -9,6 +9,8 @@
 * :func:`write_clip_vision_vitl`: a CLIP ViT-L/14 vision encoder with projection (transformers key
   names) that ComfyUI's CLIPVisionLoader recognises; ComfyUI picks the config by keys and fixes its
   size (24 layers, width 1024), so this one is full size with random weights (fp16, ~600 MB).
+* :func:`write_clip_text_l`: a CLIP ViT-L/14 text encoder (transformers key names) that ComfyUI's
+  CLIPLoader reads as SD1.5's; full size (12 layers, width 768), random weights (fp16, ~250 MB).
 * :func:`write_sd_vae`: an SD1.5-shaped VAE (diffusers layout) with random weights (fp16, ~160 MB);
   ComfyUI's VAELoader fixes its widths too.
 * :func:`write_dwpose`: stand-in DWPose ONNX files; the pose model puts a whole-body skeleton at
@@ -99,6 +101,31 @@ def write_clip_vision_vitl(path, seed=0):
     norms = ["vision_model.pre_layrnorm", "vision_model.post_layernorm"]
     for i in range(24):
         layer = f"vision_model.encoder.layers.{i}"
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            sd[f"{layer}.self_attn.{proj}.weight"] = _random((width, width), g)
+            sd[f"{layer}.self_attn.{proj}.bias"] = torch.zeros(width, dtype=torch.float16)
+        sd[f"{layer}.mlp.fc1.weight"] = _random((mlp, width), g)
+        sd[f"{layer}.mlp.fc1.bias"] = torch.zeros(mlp, dtype=torch.float16)
+        sd[f"{layer}.mlp.fc2.weight"] = _random((width, mlp), g)
+        sd[f"{layer}.mlp.fc2.bias"] = torch.zeros(width, dtype=torch.float16)
+        norms += [f"{layer}.layer_norm1", f"{layer}.layer_norm2"]
+    for norm in norms:
+        sd[f"{norm}.weight"] = torch.ones(width, dtype=torch.float16)
+        sd[f"{norm}.bias"] = torch.zeros(width, dtype=torch.float16)
+    return _save(sd, path)
+
+
+def write_clip_text_l(path, seed=0):
+    """CLIP ViT-L/14 text model: vocabulary 49408, 77 positions, width 768, 12 layers, MLP 3072."""
+    g = torch.Generator().manual_seed(seed)
+    width, mlp = 768, 3072
+    sd = {
+        "text_model.embeddings.token_embedding.weight": _random((49408, width), g),
+        "text_model.embeddings.position_embedding.weight": _random((77, width), g),
+    }
+    norms = ["text_model.final_layer_norm"]
+    for i in range(12):
+        layer = f"text_model.encoder.layers.{i}"
         for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
             sd[f"{layer}.self_attn.{proj}.weight"] = _random((width, width), g)
             sd[f"{layer}.self_attn.{proj}.bias"] = torch.zeros(width, dtype=torch.float16)
