@@ -337,10 +337,6 @@ class UniAnimateUNet(torch.nn.Module):
     def dtype(self):
         return self.time_embed[0].weight.dtype
 
-    @property
-    def device(self):
-        return self.time_embed[0].weight.device
-
     # ------------------------------------------------------------------------------------------ conditions
 
     def _embed_frames(self, conv, after, images, chunk=8):
@@ -472,7 +468,7 @@ class UniAnimateModels:
 
     @property
     def device(self):
-        return self.unet.device
+        return self.unet.time_embed[0].weight.device
 
     @property
     def dtype(self):

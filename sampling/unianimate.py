@@ -56,7 +56,7 @@ class UniAnimateWindowModel:
     def __init__(self, unet: UniAnimateUNet, *, reference_latents, image_embeds, text_embeds, reference_image,
                  reference_pose, pose_images, first_frame=False, device=None, dtype=None):
         self.unet = unet
-        self.device = torch.device(device) if device is not None else unet.device
+        self.device = torch.device(device) if device is not None else unet.time_embed[0].weight.device
         self.dtype = dtype or unet.dtype
         cfg = unet.config
         lat = torch.as_tensor(reference_latents)
@@ -171,7 +171,7 @@ def sample(unet, *, reference_latents, image_embeds, text_embeds, reference_imag
     if min(opts.length, frames) > trained:
         log.warning("PoseAnimate: context length %d is longer than the %d frames UniAnimate was trained on; "
                     "expect weaker motion. Use a context length of at most %d.", opts.length, trained, trained)
-    device = torch.device(device) if device is not None else unet.device
+    device = torch.device(device) if device is not None else unet.time_embed[0].weight.device
     model = UniAnimateWindowModel(unet, reference_latents=reference_latents, image_embeds=image_embeds,
                                   text_embeds=text_embeds, reference_image=reference_image,
                                   reference_pose=reference_pose, pose_images=torch.as_tensor(pose_images)[:frames],
