@@ -352,7 +352,8 @@ class UniAnimateUNet(torch.nn.Module):
         return self._embed_frames(self.dwpose_embedding, self.dwpose_embedding_after, pose_images)
 
     def embed_local_image(self, image, frames):
-        """The reference image ``[3, H, W]`` as every frame's first-frame condition -> ``[frames, concat_dim, H/8, W/8]``."""
+        """The reference image ``[3, H, W]`` as every frame's first-frame condition ->
+        ``[frames, concat_dim, H/8, W/8]``."""
         if not self.config.local_image:
             raise ValueError("this UniAnimate network has no local_image_embedding, so first_frame=True is not "
                              "available; use first_frame=False")
@@ -505,7 +506,8 @@ def build_unianimate(sd, path, *, device=None, dtype=None, operations=torch.nn):
         raise CheckpointError(" ".join(parts))
     bad = [k for k, s in expected.items() if sd[k].shape != s]
     if bad:
-        raise CheckpointError(f"{path}: {len(bad)} tensors have unexpected shapes for a UniAnimate UNet (e.g. {bad[0]}: "
+        raise CheckpointError(f"{path}: {len(bad)} tensors have unexpected shapes for a UniAnimate UNet "
+                              f"(e.g. {bad[0]}: "
                               f"{tuple(sd[bad[0]].shape)}, expected {tuple(expected[bad[0]])}); the file is damaged "
                               "or from another model.")
     unet.load_state_dict(sd, strict=True, assign=True)

@@ -126,8 +126,9 @@ class ReferenceEncode(io.ComfyNode):
                                           "encodes one character image.", "encode a single image (pick one with "
                                           "ImageFromBatch before VAEEncode).")
         if models.variant == unianimate.FAMILY:
-            return io.NodeOutput(unianimate.encode_reference(cls.NAME, models, samples, clip_vision_output, conditioning,
-                                                             reference_image, reference_pose, first_frame))
+            return io.NodeOutput(unianimate.encode_reference(cls.NAME, models, samples, clip_vision_output,
+                                                             conditioning, reference_image, reference_pose,
+                                                             first_frame))
         embeds = getattr(clip_vision_output, "image_embeds", None)
         if embeds is None or embeds.ndim != 2 or embeds.shape[-1] != models.embed_dim:
             found = "no image_embeds" if embeds is None else f"image_embeds of shape {list(embeds.shape)}"

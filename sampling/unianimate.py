@@ -47,7 +47,8 @@ def _image(x, name, shape):
 
 
 class UniAnimateWindowModel:
-    """The WindowModel (sampling.engine): ``(x [n, L, 4, h, w], t, windows, branches) -> [len(branches), n, L, 4, h, w]``.
+    """The WindowModel (sampling.engine): ``(x [n, L, 4, h, w], t, windows, branches)`` ->
+    ``[len(branches), n, L, 4, h, w]``.
 
     Conditions that never change (reference frame, contexts) are computed once; pose embeddings per
     window (they attend over the window's frames), kept for the windows of the current and the previous
@@ -70,7 +71,8 @@ class UniAnimateWindowModel:
         reference_image = _image(reference_image, "reference_image", (*size, 3)) if first_frame else None
         text = torch.as_tensor(text_embeds)
         if text.ndim != 3 or text.shape[0] != 1 or text.shape[2] != cfg.context_dim:
-            raise ValueError(f"text_embeds must be [1, 77, {cfg.context_dim}] (the empty prompt's OpenCLIP text tokens, "
+            raise ValueError(f"text_embeds must be [1, 77, {cfg.context_dim}] (the empty prompt's OpenCLIP text "
+                             "tokens, "
                              f"penultimate layer + final layer norm), got {list(text.shape)}")
         image = torch.as_tensor(image_embeds)
         if image.ndim == 3 and image.shape[1] == 1:
@@ -82,7 +84,8 @@ class UniAnimateWindowModel:
         with torch.inference_mode():
             text = text.to(**kw)
             tokens = unet.image_tokens(image.to(**kw))
-            self.context = {"cond": torch.cat([text, tokens], 1), "uncond": torch.cat([text, torch.zeros_like(tokens)], 1)}
+            self.context = {"cond": torch.cat([text, tokens], 1),
+                            "uncond": torch.cat([text, torch.zeros_like(tokens)], 1)}
             if first_frame:
                 self.reference = torch.zeros(1, cfg.concat_dim + cfg.reference_channels, h, w, **kw)
                 self.local_image = self._chw(reference_image[None])[0]
@@ -165,8 +168,9 @@ def sample(unet, *, reference_latents, image_embeds, text_embeds, reference_imag
     latents ``[F, 4, h, w]`` on the CPU."""
     opts = context_settings(FAMILY, context)
     frames = noise.shape[0]
-    if torch.as_tensor(pose_images).shape[0] < frames:
-        raise ValueError(f"{frames} frames requested but only {torch.as_tensor(pose_images).shape[0]} pose images given")
+    given = torch.as_tensor(pose_images).shape[0]
+    if given < frames:
+        raise ValueError(f"{frames} frames requested but only {given} pose images given")
     trained = get_family(FAMILY).trained_length
     if min(opts.length, frames) > trained:
         log.warning("PoseAnimate: context length %d is longer than the %d frames UniAnimate was trained on; "

@@ -3,6 +3,7 @@ prepares its reference, hands its poses on and samples; the node chain lands whe
 ``poseanimate.animate`` does; mismatched inputs are errors naming node, input and fix."""
 
 import asyncio
+import json
 import os
 from types import SimpleNamespace
 
@@ -98,3 +99,48 @@ def test_mismatches_name_node_input_and_fix(N, loaded, inputs):
     with pytest.raises(ValueError, match=r"Sampler: input 'reference': it was not encoded for UniAnimate"):
         N.sampling.Sampler.execute(models=loaded, reference=moore_reference, pose=pose, seed=0, steps=1, cfg=2.5,
                                    sampler="ddim", beta_schedule="scaled_linear", frames=0)
+
+
+def test_comfyui_empty_prompt_is_the_reference_zero_y(comfy, tmp_path):
+    """UniAnimate's zero_y is OpenCLIP's text tower on "" up to its penultimate layer, then ln_final. A tiny
+    random OpenCLIP text tower, converted the way ComfyUI converts the SD2.1 checkpoint's text encoder and run
+    through ComfyUI's SD2 text path (layer -2, final layer norm, SD2 tokenizer), gives the same tokens."""
+    open_clip = pytest.importorskip("open_clip")
+    from comfy import sd1_clip, utils
+    from comfy.text_encoders.sd2_clip import SD2ClipHTokenizer
+    from open_clip.model import CLIPTextCfg, _build_text_tower
+
+    torch.manual_seed(0)
+    width, heads, layers = 64, 4, 4
+    text = _build_text_tower(width, CLIPTextCfg(context_length=77, vocab_size=49408, width=width, heads=heads,
+                                                layers=layers)).eval()
+    for p in text.parameters():
+        p.data.normal_(0, 0.2)
+    tokens = open_clip.tokenize([""])
+    with torch.no_grad():
+        x = text.token_embedding(tokens) + text.positional_embedding
+        batch_first = getattr(text.transformer, "batch_first", True)
+        x = x if batch_first else x.permute(1, 0, 2)
+        for block in text.transformer.resblocks[:-1]:
+            x = block(x, attn_mask=text.attn_mask)
+        zero_y = text.ln_final(x if batch_first else x.permute(1, 0, 2))
+
+    sd = utils.clip_text_transformers_convert({"cond_stage_model.model." + k: v for k, v in text.state_dict().items()},
+                                              "cond_stage_model.model.", "clip_h.transformer.")
+    config = {"architectures": ["CLIPTextModel"], "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0,
+              "eos_token_id": 2, "hidden_act": "gelu", "hidden_size": width, "initializer_factor": 1.0,
+              "initializer_range": 0.02, "intermediate_size": 4 * width, "layer_norm_eps": 1e-05,
+              "max_position_embeddings": 77, "model_type": "clip_text_model", "num_attention_heads": heads,
+              "num_hidden_layers": layers, "pad_token_id": 1, "projection_dim": width, "torch_dtype": "float32",
+              "vocab_size": 49408}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    model = sd1_clip.SDClipModel(device="cpu", layer="hidden", layer_idx=-2, dtype=torch.float32,
+                                 textmodel_json_config=str(tmp_path / "config.json"),
+                                 special_tokens={"start": 49406, "end": 49407, "pad": 0}, return_projected_pooled=True)
+    prefix = "clip_h.transformer."
+    model.transformer.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}, strict=True)
+    comfy_tokens = SD2ClipHTokenizer().tokenize_with_weights("")
+    assert [t[0] for t in comfy_tokens[0]] == tokens[0].tolist()
+    with torch.no_grad():
+        cond = model.encode_token_weights(comfy_tokens)[0]
+    torch.testing.assert_close(cond.float(), zero_y, atol=1e-5, rtol=0)
