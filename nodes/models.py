@@ -22,8 +22,8 @@ class LoadModels(io.ComfyNode):
             display_name=cls.NAME,
             category=f"{common.CATEGORY}/models",
             description="Loads an Animate Anyone or MusePose release (ReferenceNet, denoising UNet with motion "
-                        "modules, PoseGuider) from a folder under models/animate_anyone; the variant is "
-                        "recognised from the files' keys.",
+                        "modules, PoseGuider) or UniAnimate's video UNet from a folder under "
+                        "models/animate_anyone; the family is recognised from the files' keys.",
             inputs=[
                 io.Combo.Input("folder", options=list(common.model_folders()),
                                tooltip="A folder under models/animate_anyone holding reference_unet, denoising_unet, "
