@@ -280,6 +280,9 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
         net_folder = networks or os.path.join(root, dl.networks_dir(variant))
         log.info("loading the networks from %s (%s, %s)", net_folder, device, dtype)
         nets = load_models(net_folder, device=device, dtype=dtype)
+        if nets.family not in dl.VARIANTS:
+            raise JobError(f"{net_folder} holds {nets.family} networks, which `poseanimate animate` does not run yet; "
+                           "use the ComfyUI nodes (example_workflows/unianimate.json) or poseanimate.animate")
         if nets.variant != variant:
             log.warning("%s holds %s networks (asked for %s): drawing poses in the %s style",
                         net_folder, nets.variant, variant, nets.variant)
