@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 
-from .download import VARIANTS, DownloadError
+from .download import DOWNLOAD_VARIANTS, VARIANTS, DownloadError
 
 PROG = "poseanimate"
 # Listed here rather than imported so --help needs no torch; tests check them against the registries.
@@ -101,9 +101,10 @@ def _download_parser(sub):
     p = sub.add_parser("download", parents=[_common()], help="download the model files of a variant",
                        description="Download everything a variant needs (its networks, DWPose, the VAE and the "
                                    "CLIP image encoder; for magicanimate its networks with SD1.5's UNet, DensePose, "
-                                   "the VAE and SD1.5's text encoder) from the Hugging Face Hub; files already "
-                                   "there are skipped.")
-    p.add_argument("--variant", choices=VARIANTS, default="moore", help="default: moore")
+                                   "the VAE and SD1.5's text encoder; for unianimate its UNet, the SD2.1 checkpoint "
+                                   "(VAE, text encoder), OpenCLIP ViT-H-14 and DWPose) from the Hugging Face Hub; "
+                                   "files already there are skipped.")
+    p.add_argument("--variant", choices=DOWNLOAD_VARIANTS, default="moore", help="default: moore")
     dest = p.add_mutually_exclusive_group()
     dest.add_argument("--dest", "--models", dest="models", metavar="DIR", help=MODELS_HELP)
     dest.add_argument("--comfyui", metavar="PATH", help="download into this ComfyUI install's models folder")

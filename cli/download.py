@@ -8,6 +8,12 @@
     MODELS/vae/sd-vae-ft-mse/{config.json,diffusion_pytorch_model.safetensors}
     MODELS/clip_vision/sd-image-variations-image-encoder/{config.json,pytorch_model.bin}
 
+UniAnimate (``--variant unianimate``, download only: the command line's ``animate`` runs Animate Anyone):
+
+    MODELS/animate_anyone/unianimate/unianimate_16f_32f_non_ema_223000.pth
+    MODELS/checkpoints/v2-1_512-ema-pruned.ckpt        (its VAE and OpenCLIP text encoder)
+    MODELS/clip_vision/open_clip_pytorch_model.bin     (OpenCLIP ViT-H-14)
+
 With ``--comfyui PATH`` MODELS is ``PATH/models``, so ComfyUI's own VAE and CLIP vision loaders list
 the same files. Files are fetched with huggingface_hub into ``MODELS/.downloads`` (where an
 interrupted download resumes) and moved into place only when complete, so a file at its final
@@ -23,6 +29,8 @@ import urllib.parse
 from dataclasses import dataclass
 
 VARIANTS = ("moore", "musepose", "magicanimate")
+DOWNLOAD_VARIANTS = (*VARIANTS, "unianimate")
+UNIANIMATE_REPO = "ZheWang123/UniAnimate"
 NETWORK_FILES = ("reference_unet.pth", "denoising_unet.pth", "motion_module.pth", "pose_guider.pth")
 VAE_DIR = os.path.join("vae", "sd-vae-ft-mse")
 CLIP_DIR = os.path.join("clip_vision", "sd-image-variations-image-encoder")
@@ -103,6 +111,17 @@ COMMON = {
 }
 
 
+UNIANIMATE = {
+    "networks": [Remote(UNIANIMATE_REPO, "unianimate_16f_32f_non_ema_223000.pth", None,
+                        os.path.join("animate_anyone", "unianimate", "unianimate_16f_32f_non_ema_223000.pth"),
+                        ("unianimate_16f_32f_non_ema_223000.safetensors",))],
+    "vae": [Remote(UNIANIMATE_REPO, "v2-1_512-ema-pruned.ckpt", None,
+                   os.path.join("checkpoints", "v2-1_512-ema-pruned.ckpt"), ("v2-1_512-ema-pruned.safetensors",))],
+    "clip_vision": [Remote(UNIANIMATE_REPO, "open_clip_pytorch_model.bin", None,
+                           os.path.join("clip_vision", "open_clip_pytorch_model.bin"))],
+}
+
+
 def check_variant(variant):
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
@@ -111,12 +130,15 @@ def check_variant(variant):
 
 COMPONENTS = {"moore": ("networks", "dwpose", "vae", "clip_vision"),
               "musepose": ("networks", "dwpose", "vae", "clip_vision"),
-              "magicanimate": ("networks", "densepose", "vae", "text_encoder")}
+              "magicanimate": ("networks", "densepose", "vae", "text_encoder"),
+              "unianimate": ("networks", "dwpose", "vae", "clip_vision")}
 
 
 def remotes(variant, components=None):
     """The files a variant needs, per component (``networks`` = the variant's own networks); all of
     them by default."""
+    if variant == "unianimate":
+        return {c: UNIANIMATE.get(c) or COMMON[c] for c in components or COMPONENTS[variant]}
     check_variant(variant)
     components = COMPONENTS[variant] if components is None else components
     return {c: _networks(variant) if c == "networks" else COMMON[c] for c in components}

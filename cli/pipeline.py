@@ -474,6 +474,9 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
         nets = _cached(cache, "networks", (net_folder, device, dtype),
                        lambda: load_models(net_folder, device=device, dtype=dtype))
         family = nets.family
+        if family not in dl.VARIANTS:
+            raise JobError(f"{net_folder} holds {family} networks, which `poseanimate animate` does not run yet; "
+                           "use the ComfyUI nodes (example_workflows/unianimate.json) or poseanimate.animate")
         if (family in DENSEPOSE_FAMILIES) != dense:
             raise JobError(f"{net_folder} holds {family} networks, not {variant}; use --variant {family}")
         if family != variant:

@@ -140,6 +140,8 @@ def detect_role(sd):
         return "motion_module"
     if "conv_in.weight" in sd and any(k.startswith("blocks.") for k in keys) and "conv_out.weight" in sd:
         return "pose_guider"
+    if "dwpose_embedding.0.weight" in sd and "input_blocks.0.0.weight" in sd:
+        return "a UniAnimate UNet (load its folder on its own: the family is recognised from it)"
     if any(k.startswith("model.diffusion_model.") for k in keys):
         return "an original-format Stable Diffusion checkpoint (model.diffusion_model.*)"
     if any(k.startswith(("encoder.", "decoder.")) for k in keys):
@@ -341,6 +343,12 @@ def load_models(path, device=None, dtype=None, operations=torch.nn):
 
     if magicanimate.is_magicanimate_folder(path):
         return magicanimate.load_models(path, device=device, dtype=dtype, operations=operations)
+    if not isinstance(path, dict) and os.path.isdir(path):
+        from .unianimate import find_unianimate_file, load_unianimate
+
+        found = find_unianimate_file(path)
+        if found is not None:
+            return load_unianimate(found[0], device=device, dtype=dtype, operations=operations)
     return build_models(resolve_files(path), device=device, dtype=dtype, operations=operations)
 
 

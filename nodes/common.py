@@ -71,7 +71,8 @@ def download_help():
     comfy_root = os.path.dirname(folder_paths.models_dir)
     return (f"put the four files of one release in a folder under {root} (e.g. {os.path.join(root, 'moore')}): "
             f"Animate Anyone from {DOWNLOADS['moore']}; MusePose from {DOWNLOADS['musepose']}. Or run "
-            f"`poseanimate download --variant moore --comfyui {comfy_root}` (or --variant musepose), "
+            f"`poseanimate download --variant moore --comfyui {comfy_root}` (or --variant musepose, or --variant "
+            "unianimate for UniAnimate's unianimate_16f_32f_non_ema_223000.pth in its own folder), "
             "then refresh the page.")
 
 

@@ -10,7 +10,7 @@ from ..models.attention import set_attention
 from ..models.loading import DTYPES, CheckpointError, build_models, resolve_files
 from ..sampling.animate_anyone import encode_reference
 from ..sampling.engine import VAE_SCALE
-from . import common, magicanimate
+from . import common, magicanimate, unianimate
 
 class LoadModels(io.ComfyNode):
     NAME = "PoseAnimate Load Models"
@@ -22,8 +22,8 @@ class LoadModels(io.ComfyNode):
             display_name=cls.NAME,
             category=f"{common.CATEGORY}/models",
             description="Loads an Animate Anyone or MusePose release (ReferenceNet, denoising UNet with motion "
-                        "modules, PoseGuider) from a folder under models/animate_anyone; the variant is "
-                        "recognised from the files' keys.",
+                        "modules, PoseGuider) or UniAnimate's video UNet from a folder under "
+                        "models/animate_anyone; the family is recognised from the files' keys.",
             inputs=[
                 io.Combo.Input("folder", options=list(common.model_folders()),
                                tooltip="A folder under models/animate_anyone holding reference_unet, denoising_unet, "
@@ -52,6 +52,9 @@ class LoadModels(io.ComfyNode):
                                           common.download_help())
         if magicanimate.is_folder(path):
             return io.NodeOutput(magicanimate.load(cls.NAME, path, dtype))
+        found = unianimate.find(path)
+        if found is not None:
+            return io.NodeOutput(unianimate.load(cls.NAME, found, path, dtype))
         try:
             files = resolve_files(path)
         except CheckpointError as e:
@@ -93,17 +96,30 @@ class ReferenceEncode(io.ComfyNode):
                 io.ClipVisionOutput.Input("clip_vision_output", optional=True,
                                           tooltip="Animate Anyone / MusePose: CLIPVisionEncode of the character image "
                                                   "with crop 'none', using the sd-image-variations image encoder "
-                                                  "(ViT-L/14, 768-wide image_embeds)."),
+                                                  "(ViT-L/14, 768-wide image_embeds). UniAnimate: the same with "
+                                                  "OpenCLIP ViT-H-14 (open_clip_pytorch_model.bin)."),
                 io.Conditioning.Input("conditioning", optional=True,
                                       tooltip="MagicAnimate: CLIPTextEncode of an empty text with Stable Diffusion "
-                                              "1.5's CLIP (its appearance encoder and UNet read it)."),
+                                              "1.5's CLIP (its appearance encoder and UNet read it). UniAnimate: "
+                                              "CLIPTextEncode of an empty text with the CLIP of "
+                                              "v2-1_512-ema-pruned.ckpt (CheckpointLoaderSimple)."),
+                io.Image.Input("reference_pose", optional=True,
+                               tooltip="UniAnimate only: the character image's own pose, rendered at the video size "
+                                       "(Pose Extract on the character, then Pose Render)."),
+                io.Image.Input("reference_image", optional=True,
+                               tooltip="UniAnimate only, with first_frame: the character image at the video size."),
+                io.Boolean.Input("first_frame", default=False, optional=True,
+                                 tooltip="UniAnimate only: condition the first frame on reference_image (the "
+                                         "reference's 'reference image as the first frame' option) instead of the "
+                                         "reference latent and pose."),
             ],
             outputs=[common.Reference.Output(tooltip="The ReferenceNet features of the character; connect to the "
                                                      "Sampler.")],
         )
 
     @classmethod
-    def execute(cls, models, latent, clip_vision_output=None, conditioning=None):
+    def execute(cls, models, latent, clip_vision_output=None, conditioning=None, reference_pose=None,
+                reference_image=None, first_frame=False):
         samples = latent["samples"]
         if samples.ndim != 4 or samples.shape[1] != 4:
             raise common.PoseAnimateError(cls.NAME, "latent", f"expected an SD1.5 latent [1, 4, h, w], got "
@@ -115,6 +131,10 @@ class ReferenceEncode(io.ComfyNode):
                                           "ImageFromBatch before VAEEncode).")
         if models.family == magicanimate.FAMILY:
             return io.NodeOutput(magicanimate.reference(cls.NAME, models, samples, conditioning))
+        if models.family == unianimate.FAMILY:
+            return io.NodeOutput(unianimate.encode_reference(cls.NAME, models, samples, clip_vision_output,
+                                                             conditioning, reference_image, reference_pose,
+                                                             first_frame))
         embeds = getattr(clip_vision_output, "image_embeds", None)
         if embeds is None or embeds.ndim != 2 or embeds.shape[-1] != models.embed_dim:
             found = "nothing connected" if clip_vision_output is None else "no image_embeds" if embeds is None \

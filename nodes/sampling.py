@@ -12,7 +12,7 @@ from ..sampling.animate_anyone import sample
 from ..sampling.engine import VAE_SCALE, make_noise
 from ..sampling.families import context_settings
 from ..sampling.schedulers import SAMPLERS
-from . import common, magicanimate
+from . import common, magicanimate, unianimate
 
 CLOSED_LOOP = {"auto": None, "on": True, "off": False}
 BETA_SCHEDULES = ["auto", "scaled_linear", "linear"]
@@ -142,6 +142,15 @@ class Sampler(io.ComfyNode):
             raise common.PoseAnimateError(cls.NAME, "pose", f"it was encoded for {pose.family} models but 'models' "
                                           f"are {models.variant}.", "connect the pose input and the Sampler to the "
                                           "same Load Models node.")
+        if models.variant == unianimate.FAMILY:
+            latents = unianimate.run_sampler(cls.NAME, models, reference, pose.images, frames=frames, seed=seed,
+                                             steps=steps, cfg=cfg, sampler=sampler, beta_schedule=beta_schedule,
+                                             context=context, progress=_progress)
+            return io.NodeOutput({"samples": latents / VAE_SCALE})
+        if getattr(reference, "family", None) == unianimate.FAMILY:
+            raise common.PoseAnimateError(cls.NAME, "reference", "it was encoded for UniAnimate models but 'models' "
+                                          f"are {models.variant}.", "connect Reference Encode to the same Load "
+                                          "Models node as the Sampler.")
         h, w = pose.images.shape[1] // 8, pose.images.shape[2] // 8
         if (h, w) != (reference.latent_height, reference.latent_width):
             raise common.PoseAnimateError(cls.NAME, "pose", f"the pose images are {w * 8}x{h * 8} but the reference "

@@ -16,7 +16,7 @@ import torch
 
 from .context import ContextOptions, freenoise, window_weights, windows
 from .families import family_module
-from .schedulers import SchedulerConfig, get_sampler
+from .schedulers import SchedulerConfig, get_sampler, timesteps
 
 VAE_SCALE = 0.18215
 GUIDED = ("uncond", "cond")
@@ -147,7 +147,8 @@ def run_sampler(model: WindowModel, noise, *, steps, cfg, scheduler: dict, conte
     """Denoise ``noise`` ``[F, C, h, w]`` with ``model`` on ``device``; ``scheduler`` is
     ``{"sampler": name, **SchedulerConfig fields}``. Returns float32 latents on the CPU."""
     sched = dict(scheduler)
-    sampler = get_sampler(sched.pop("sampler", "ddim"))
+    name = sched.pop("sampler", "ddim")
+    sampler = get_sampler(name)
     config = SchedulerConfig.from_dict(sched)
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
@@ -155,7 +156,8 @@ def run_sampler(model: WindowModel, noise, *, steps, cfg, scheduler: dict, conte
     wrap = _WINDOW_MODEL_WRAPPER.get()
     if wrap is not None:
         model, context = wrap(model, context)
-    denoiser = WindowedDenoiser(model, cfg=cfg, opts=context, steps=steps, callback=callback)
+    runs = len(timesteps(config, steps, name))  # more than steps with timestep_spacing "stride"
+    denoiser = WindowedDenoiser(model, cfg=cfg, opts=context, steps=runs, callback=callback)
     g = torch.Generator("cpu").manual_seed(int(seed) + 1)
 
     def noise_sampler(like):

@@ -29,6 +29,11 @@ FAMILIES = {
         scheduler=dict(beta_schedule="linear", prediction_type="epsilon", rescale_betas_zero_snr=False,
                        timestep_spacing="leading", steps_offset=1, clip_sample=False),
         context=dict(length=16, overlap=4, schedule="looped", closed_loop=True, fuse="flat"), trained_length=24),
+    "unianimate": Family(
+        "unianimate", "unianimate", trained_length=32,
+        scheduler=dict(sampler="ddim", beta_schedule="scaled_linear", prediction_type="v_prediction",
+                       rescale_betas_zero_snr=True, timestep_spacing="stride", steps_offset=1, set_alpha_to_one=False),
+        context=dict(length=32, overlap=8, stride=1, schedule="static", fuse="flat")),
 }
 
 

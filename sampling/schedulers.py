@@ -8,6 +8,12 @@ the same device; numpy's float64 ``linspace``/``arange``/``interp`` are re-expre
 float64 tensors. Schedule scalars stay on the CPU where diffusers keeps them there (UniPC's update runs on the
 latents' device, as in diffusers); the model receives ``t`` on the latents' device, as a pipeline passes it.
 
+Beyond diffusers: ``timestep_spacing="stride"`` is the DDIM schedule of VideoComposer / UniAnimate
+(``diffusion_ddim.py``): every ``T // steps`` timesteps from ``steps_offset`` up, clamped to ``T - 1``, so
+there are ``ceil(T / (T // steps))`` of them (6 steps run 7: 997, 831, ..., 1); with ``set_alpha_to_one=False``
+DDIM's last step lands on ``alphas_cumprod[0]`` as there. Where that schedule starts at ``T - 1`` (zero SNR) the
+reference divides 0 by 0; the v-prediction arithmetic here stays finite.
+
 Deliberate deviation: for "trailing" spacing diffusers builds timesteps with ``np.arange`` over a float step,
 which for some step counts (61, 103, 121, ... out of 1000) yields one extra timestep of -1. We always produce
 exactly ``steps`` timesteps; they equal diffusers' first ``steps`` ones.
@@ -30,7 +36,7 @@ SamplerFn = Callable[..., torch.Tensor]
 _CHOICES = {
     "beta_schedule": ("linear", "scaled_linear"),
     "prediction_type": ("epsilon", "v_prediction", "sample"),
-    "timestep_spacing": ("leading", "linspace", "trailing"),
+    "timestep_spacing": ("leading", "linspace", "trailing", "stride"),
 }
 _LCM_ORIGINAL_STEPS = 50
 _LCM_TIMESTEP_SCALING = 10.0
@@ -49,12 +55,13 @@ class SchedulerConfig:
     steps_offset: int = 1
     clip_sample: bool = False
     clip_sample_range: float = 1.0
+    set_alpha_to_one: bool = True
 
     def __post_init__(self):
         for key, choices in _CHOICES.items():
             if getattr(self, key) not in choices:
                 raise ValueError(f"{key}={getattr(self, key)!r} is not valid; valid values: {', '.join(choices)}")
-        for key in ("rescale_betas_zero_snr", "clip_sample"):
+        for key in ("rescale_betas_zero_snr", "clip_sample", "set_alpha_to_one"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{key}={getattr(self, key)!r} is not valid; valid values: True, False")
         for key, low in (("num_train_timesteps", 2), ("steps_offset", 0)):
@@ -175,6 +182,8 @@ def _spaced(cfg: SchedulerConfig, steps: int, *, multistep: bool, round_linspace
     if cfg.timestep_spacing == "linspace":
         values = _np_linspace(0, T - 1, points)[::-1][:steps]
         return [float(round(v)) for v in values] if round_linspace else values
+    if cfg.timestep_spacing == "stride":
+        return [float(min(t + cfg.steps_offset, T - 1)) for t in reversed(range(0, T, T // steps))]
     if cfg.timestep_spacing == "leading":
         ratio = T // points
         return [float(i * ratio + cfg.steps_offset) for i in reversed(range(points - steps, points))]
@@ -258,11 +267,12 @@ def _init_sigma(cfg: SchedulerConfig, sigmas: torch.Tensor) -> torch.Tensor:
 
 
 def sample_ddim(model: Model, noise, config, steps, *, noise_sampler=None, callback=None) -> torch.Tensor:
-    """DDIMScheduler, eta 0, set_alpha_to_one."""
+    """DDIMScheduler, eta 0."""
     cfg, ts = _setup("ddim", config, steps)
     ac = alphas_cumprod(cfg)
-    final = torch.tensor(1.0)
+    final = torch.tensor(1.0) if cfg.set_alpha_to_one else ac[0]
     ratio = cfg.num_train_timesteps // steps
+    steps = len(ts)
     x = noise
     for i, t in enumerate(ts):
         out = model(x, t.to(x.device))
@@ -288,6 +298,7 @@ def sample_ddim(model: Model, noise, config, steps, *, noise_sampler=None, callb
 def sample_euler(model: Model, noise, config, steps, *, noise_sampler=None, callback=None) -> torch.Tensor:
     """EulerDiscreteScheduler (s_churn 0, final sigma 0)."""
     cfg, ts = _setup("euler", config, steps)
+    steps = len(ts)
     sigmas = _sigmas(cfg, ts)
     x = noise * _init_sigma(cfg, sigmas)
     for i, t in enumerate(ts):
@@ -304,6 +315,7 @@ def sample_euler_ancestral(
 ) -> torch.Tensor:
     """EulerAncestralDiscreteScheduler; draws one noise tensor per step, the last included."""
     cfg, ts = _setup("euler_ancestral", config, steps, noise_sampler, stochastic=True)
+    steps = len(ts)
     sigmas = _sigmas(cfg, ts)
     x = noise * _init_sigma(cfg, sigmas)
     for i, t in enumerate(ts):
@@ -321,6 +333,7 @@ def sample_euler_ancestral(
 def sample_dpmpp_2m(model: Model, noise, config, steps, *, noise_sampler=None, callback=None) -> torch.Tensor:
     """DPMSolverMultistepScheduler: dpmsolver++, order 2, midpoint, first order on the first and last steps."""
     cfg, ts = _setup("dpmpp_2m", config, steps)
+    steps = len(ts)
     sigmas = _sigmas(cfg, ts)
     x = noise
     prev_x0 = prev_lambda = None
@@ -369,6 +382,7 @@ def _one_term(rho: torch.Tensor, d1: torch.Tensor) -> torch.Tensor:
 def sample_unipc(model: Model, noise, config, steps, *, noise_sampler=None, callback=None) -> torch.Tensor:
     """UniPCMultistepScheduler: bh2, order 2, predict_x0, corrector on every step after the first."""
     cfg, ts = _setup("unipc", config, steps)
+    steps = len(ts)
     sigmas = _sigmas(cfg, ts)
     device = noise.device
     sig_dev = sigmas.to(device)

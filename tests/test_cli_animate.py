@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import cli_fixtures as fx
+import tiny_models
 from conftest import MOORE_TINY
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "poseanimate")
@@ -30,6 +31,7 @@ def work(tmp_path_factory):
     fx.write_video(root / "nobody.mp4", fx.driving_frames(4, person=False), 24)
     (root / "broken.mp4").write_bytes(b"this is not a video\n" * 10)
     (root / "folder.mp4").mkdir()
+    tiny_models.write_unianimate(root / "ua" / "unianimate.pth")
     return root
 
 
@@ -119,6 +121,7 @@ def error_line(r):
     ("output not writable", ["-o", "/proc/out.mp4"], ["/proc/out.mp4 cannot be written", "choose another"]),
     ("width not a multiple of 8", ["--width", "60"], ["--width 60 is not a positive multiple of 8; use 56 or 64"]),
     ("missing character", ["--character", "nobody.png"], ["--character nobody.png could not be read as an image"]),
+    ("UniAnimate networks", ["--networks", "ua"], ["holds unianimate networks", "example_workflows/unianimate.json"]),
 ])
 def test_bad_input_gets_one_clear_line(work, case, args, expected):
     if case == "output not writable" and not sys.platform.startswith("linux"):

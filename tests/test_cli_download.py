@@ -146,3 +146,18 @@ def test_download_magicanimate_layout(tmp_path):
     assert sorted(os.listdir(encoder)) == ["config.json", "model.safetensors", "tokenizer"]
     assert len(os.listdir(encoder / "tokenizer")) == 4
     assert "magicanimate: all 16 files are in" in r.stdout
+
+
+def test_unianimate_download_puts_each_file_where_its_loader_looks(tmp_path):
+    server = fx.FakeHub(hub_files("unianimate"))
+    try:
+        r = run(["--variant", "unianimate", "--dest", tmp_path / "models"], tmp_path, server.endpoint)
+    finally:
+        server.close()
+    assert r.returncode == 0, r.stderr
+    root = tmp_path / "models"
+    for path in ("animate_anyone/unianimate/unianimate_16f_32f_non_ema_223000.pth",
+                 "checkpoints/v2-1_512-ema-pruned.ckpt", "clip_vision/open_clip_pytorch_model.bin",
+                 "dwpose/yolox_l.onnx", "dwpose/dw-ll_ucoco_384.onnx"):
+        assert (root / path).read_bytes().startswith(b"ZheWang123/UniAnimate/" if "dwpose" not in path else b"yzd-v")
+    assert "unianimate: all 5 files are in" in r.stdout

@@ -61,17 +61,18 @@ def test_registry_metadata():
 
 def test_example_workflows_are_ui_format_with_our_nodes():
     folder = os.path.join(ROOT, "example_workflows")
-    assert sorted(os.listdir(folder)) == ["animate_anyone.json", "magicanimate.json", "musepose.json"]
-    common = {"LoadImage", "ImageScale", "LoadVideo", "GetVideoComponents", "VAELoader", "VAEEncode", "CreateVideo",
-              "SaveVideo"}
+    assert sorted(os.listdir(folder)) == ["animate_anyone.json", "magicanimate.json", "musepose.json", "unianimate.json"]
+    common = {"LoadImage", "ImageScale", "LoadVideo", "GetVideoComponents", "VAEEncode", "CreateVideo", "SaveVideo"}
     ours = {"PoseAnimateLoadModels", "PoseAnimateReferenceEncode", "PoseAnimatePoseGuiderEncode",
             "PoseAnimateContextWindows", "PoseAnimateSampler", "PoseAnimateVAEDecode"}
+    skeleton = {"PoseAnimatePoseExtract", "PoseAnimatePoseRetarget", "PoseAnimatePoseRender"}
+    styles = {"animate_anyone.json": "moore", "musepose.json": "musepose", "unianimate.json": "unianimate"}
     for name in os.listdir(folder):
         workflow = json.load(open(os.path.join(folder, name)))
         types = {n["type"] for n in workflow["nodes"]}
         nodes = {n["type"]: n for n in workflow["nodes"]}
         if name == "magicanimate.json":
-            assert common | {"CLIPLoader", "CLIPTextEncode"} <= types
+            assert common | {"VAELoader", "CLIPLoader", "CLIPTextEncode"} <= types
             assert {t for t in types if t.startswith("PoseAnimate")} == ours | {"PoseAnimateDensePoseExtract"}
             assert nodes["CLIPTextEncode"]["widgets_values"] == [""]
             assert nodes["PoseAnimateLoadModels"]["widgets_values"][0] == "magicanimate"
@@ -79,11 +80,11 @@ def test_example_workflows_are_ui_format_with_our_nodes():
             assert nodes["PoseAnimateSampler"]["widgets_values"][2:4] == [25, 7.5]
             assert nodes["PoseAnimateContextWindows"]["widgets_values"][:2] == [16, 4]
         else:
-            assert common | {"CLIPVisionLoader", "CLIPVisionEncode"} <= types
-            assert {t for t in types if t.startswith("PoseAnimate")} == ours | {
-                "PoseAnimatePoseExtract", "PoseAnimatePoseRetarget", "PoseAnimatePoseRender"}
-            style = nodes["PoseAnimatePoseRender"]["widgets_values"][2]
-            assert style == ("moore" if name == "animate_anyone.json" else "musepose")
+            vae = "CheckpointLoaderSimple" if name == "unianimate.json" else "VAELoader"  # UniAnimate: the SD2.1 file
+            assert common | {vae, "CLIPVisionLoader", "CLIPVisionEncode"} <= types
+            assert {t for t in types if t.startswith("PoseAnimate")} == ours | skeleton
+            renders = [n["widgets_values"][2] for n in workflow["nodes"] if n["type"] == "PoseAnimatePoseRender"]
+            assert renders and set(renders) == {styles[name]}
             assert nodes["CLIPVisionEncode"]["widgets_values"] == ["none"]
         ids = {n["id"] for n in workflow["nodes"]}
         assert all(link[1] in ids and link[3] in ids for link in workflow["links"])

@@ -3,9 +3,14 @@
 * :func:`write_animate_folder`: an Animate Anyone (``moore``) or MusePose folder with the real key
   names and file layout (see tests/data/parity/README.md), narrow blocks, and a cross-attention
   width that matches the CLIP vision projection (768 for ComfyUI's ViT-L), built with our models code.
+* :func:`write_unianimate`: a UniAnimate UNet file (``UNetSD_UniAnimate`` key names, narrow levels),
+  built with our models code; ``context_dim`` must match the image encoder's projection and the text
+  encoder's width it is used with.
 * :func:`write_clip_vision_vitl`: a CLIP ViT-L/14 vision encoder with projection (transformers key
   names) that ComfyUI's CLIPVisionLoader recognises; ComfyUI picks the config by keys and fixes its
   size (24 layers, width 1024), so this one is full size with random weights (fp16, ~600 MB).
+* :func:`write_clip_text_l`: a CLIP ViT-L/14 text encoder (transformers key names) that ComfyUI's
+  CLIPLoader reads as SD1.5's; full size (12 layers, width 768), random weights (fp16, ~250 MB).
 * :func:`write_sd_vae`: an SD1.5-shaped VAE (diffusers layout) with random weights (fp16, ~160 MB);
   ComfyUI's VAELoader fixes its widths too.
 * :func:`write_dwpose`: stand-in DWPose ONNX files; the pose model puts a whole-body skeleton at
@@ -57,6 +62,15 @@ def write_animate_folder(path, variant="moore", width=32, cross_attention_dim=76
     return path
 
 
+def write_unianimate(path, dim=32, dim_mult=(1, 1, 1, 1), context_dim=64, head_dim=8, seed=0):
+    """Write a UniAnimate UNet state dict with random weights to ``path`` (a file); returns ``path``."""
+    from poseanimate.models.unianimate import UniAnimateConfig, UniAnimateUNet
+
+    torch.manual_seed(seed)
+    cfg = UniAnimateConfig(dim=dim, dim_mult=tuple(dim_mult), context_dim=context_dim, head_dim=head_dim)
+    return _save(UniAnimateUNet(cfg).state_dict(), path)
+
+
 def _random(shape, generator, std=0.02):
     return (torch.randn(shape, generator=generator) * std).half()
 
@@ -87,6 +101,31 @@ def write_clip_vision_vitl(path, seed=0):
     norms = ["vision_model.pre_layrnorm", "vision_model.post_layernorm"]
     for i in range(24):
         layer = f"vision_model.encoder.layers.{i}"
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            sd[f"{layer}.self_attn.{proj}.weight"] = _random((width, width), g)
+            sd[f"{layer}.self_attn.{proj}.bias"] = torch.zeros(width, dtype=torch.float16)
+        sd[f"{layer}.mlp.fc1.weight"] = _random((mlp, width), g)
+        sd[f"{layer}.mlp.fc1.bias"] = torch.zeros(mlp, dtype=torch.float16)
+        sd[f"{layer}.mlp.fc2.weight"] = _random((width, mlp), g)
+        sd[f"{layer}.mlp.fc2.bias"] = torch.zeros(width, dtype=torch.float16)
+        norms += [f"{layer}.layer_norm1", f"{layer}.layer_norm2"]
+    for norm in norms:
+        sd[f"{norm}.weight"] = torch.ones(width, dtype=torch.float16)
+        sd[f"{norm}.bias"] = torch.zeros(width, dtype=torch.float16)
+    return _save(sd, path)
+
+
+def write_clip_text_l(path, seed=0):
+    """CLIP ViT-L/14 text model: vocabulary 49408, 77 positions, width 768, 12 layers, MLP 3072."""
+    g = torch.Generator().manual_seed(seed)
+    width, mlp = 768, 3072
+    sd = {
+        "text_model.embeddings.token_embedding.weight": _random((49408, width), g),
+        "text_model.embeddings.position_embedding.weight": _random((77, width), g),
+    }
+    norms = ["text_model.final_layer_norm"]
+    for i in range(12):
+        layer = f"text_model.encoder.layers.{i}"
         for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
             sd[f"{layer}.self_attn.{proj}.weight"] = _random((width, width), g)
             sd[f"{layer}.self_attn.{proj}.bias"] = torch.zeros(width, dtype=torch.float16)
