@@ -44,12 +44,16 @@ class AttentionState:
     ``frames``: frames per sample. ``capture``: dict filled with each block's self-attention input
     (ReferenceNet). ``reference``: per-block ``(k, v)`` of the reference tokens, read by the rows
     from ``plain_rows`` on (rows before it do plain self-attention: the unconditional samples).
+    ``temperature``: TCAN's pose temperature map, ``{(h, w): [samples, h, w]}`` per motion-module
+    grid (see :mod:`..sampling.temperature`), read by the motion modules of the down and up blocks
+    (not the mid block's, as in TCAN); None = off.
     """
 
     frames: int = 1
     capture: dict | None = None
     reference: list | None = None
     plain_rows: int = 0
+    temperature: dict | None = None
 
 
 def timestep_embedding(t, dim):
@@ -202,7 +206,8 @@ class Block(torch.nn.Module):
         if hasattr(self, "attentions"):
             x = self.attentions[i](x, context, state)
         if hasattr(self, "motion_modules"):
-            x = self.motion_modules[i](x, state.frames)
+            tau = None if self.mid or state.temperature is None else state.temperature[tuple(x.shape[-2:])]
+            x = self.motion_modules[i](x, state.frames, tau)
         return x
 
     def forward_down(self, x, temb, context, state, skips):
