@@ -27,7 +27,8 @@ from poseanimate.models.loading import DTYPES, AnimateModels  # noqa: E402
 from poseanimate.models.pose_guider import PoseGuider  # noqa: E402
 from poseanimate.models.unet import UNet, UNetConfig  # noqa: E402
 from poseanimate.sampling.context import ContextOptions, count_unet_passes  # noqa: E402
-from poseanimate.sampling.engine import encode_poses, encode_reference, make_noise, sample  # noqa: E402
+from poseanimate.sampling.animate_anyone import encode_poses, encode_reference, sample  # noqa: E402
+from poseanimate.sampling.engine import make_noise  # noqa: E402
 
 TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data", "parity", "moore-tiny")
 

@@ -49,6 +49,10 @@ class AnimateModels:
     files: dict = field(default_factory=dict)
 
     @property
+    def family(self):
+        return self.variant
+
+    @property
     def device(self):
         return self.denoising_unet.conv_in.weight.device
 

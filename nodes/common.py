@@ -96,19 +96,21 @@ class ReferenceEncoding:
 
 @dataclass
 class PoseEncoding:
-    """POSEANIMATE_POSE: PoseGuider features ``[F, C, h, w]`` on the offload device."""
+    """POSEANIMATE_POSE: the pose images ``[F, H, W, 3]`` as given (the Sampler runs the PoseGuider on each
+    window's frames, so nothing per frame is computed or kept ahead) and the family they are for."""
 
-    features: torch.Tensor
+    images: torch.Tensor
+    family: str
 
     @property
     def frames(self):
-        return self.features.shape[0]
+        return self.images.shape[0]
 
 
-def on_device(patcher, memory_required=0):
-    """Let ComfyUI load ``patcher`` (fully or partially) onto its device; returns the network."""
-    mm.load_models_gpu([patcher], memory_required=memory_required)
-    return patcher.model
+def on_device(*patchers, memory_required=0):
+    """Let ComfyUI load ``patchers`` (fully or partially) onto their device; returns the network(s)."""
+    mm.load_models_gpu(list(patchers), memory_required=memory_required)
+    return patchers[0].model if len(patchers) == 1 else [p.model for p in patchers]
 
 
 def unload(patcher):

@@ -8,11 +8,9 @@ from comfy_api.latest import io
 
 from ..models.attention import set_attention
 from ..models.loading import DTYPES, CheckpointError, build_models, resolve_files
-from ..sampling.engine import VAE_SCALE, encode_poses, encode_reference
+from ..sampling.animate_anyone import encode_reference
+from ..sampling.engine import VAE_SCALE
 from . import common
-
-POSE_CHUNK = 16
-
 
 class LoadModels(io.ComfyNode):
     NAME = "PoseAnimate Load Models"
@@ -134,14 +132,14 @@ class PoseGuiderEncode(io.ComfyNode):
             node_id="PoseAnimatePoseGuiderEncode",
             display_name=cls.NAME,
             category=f"{common.CATEGORY}/models",
-            description=f"Turns rendered pose images into PoseGuider features, {POSE_CHUNK} frames at a time; "
-                        "the features wait on the offload device until the Sampler needs them.",
+            description="Checks the rendered pose images and hands them to the Sampler, which runs the PoseGuider "
+                        "on each context window's frames (memory does not grow with the video).",
             inputs=[
                 common.Models.Input("models", tooltip="From PoseAnimate Load Models."),
                 io.Image.Input("pose_images", tooltip="Pose images from PoseAnimate Pose Render in the model's style, "
                                                       "at the video's size (multiples of 8)."),
             ],
-            outputs=[common.Pose.Output(tooltip="PoseGuider features, one per frame; connect to the Sampler.")],
+            outputs=[common.Pose.Output(tooltip="The pose input, one per frame; connect to the Sampler.")],
         )
 
     @classmethod
@@ -151,11 +149,7 @@ class PoseGuiderEncode(io.ComfyNode):
             raise common.PoseAnimateError(cls.NAME, "pose_images", f"the images are {width}x{height}, not "
                                           "multiples of 8.", "render the poses (and scale the character image) "
                                           "to a width and height that are multiples of 8.")
-        net = common.on_device(models.pose_guider, memory_required=POSE_CHUNK * height * width * 64 *
-                               mm.dtype_size(models.compute_dtype))
-        features = encode_poses(net, pose_images, chunk=POSE_CHUNK, device=models.load_device,
-                                dtype=models.compute_dtype, out_device=models.offload_device)
-        return io.NodeOutput(common.PoseEncoding(features))
+        return io.NodeOutput(common.PoseEncoding(pose_images, models.variant))
 
 
 NODES = [LoadModels, ReferenceEncode, PoseGuiderEncode]

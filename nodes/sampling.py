@@ -8,7 +8,8 @@ import torch
 from comfy_api.latest import io
 
 from ..sampling.context import FUSE, SCHEDULES, ContextOptions, windows
-from ..sampling.engine import VAE_SCALE, make_noise, sample
+from ..sampling.animate_anyone import sample
+from ..sampling.engine import VAE_SCALE, make_noise
 from ..sampling.schedulers import SAMPLERS
 from . import common
 
@@ -135,7 +136,11 @@ class Sampler(io.ComfyNode):
             raise common.PoseAnimateError(cls.NAME, "frames", f"{frames} frames requested but 'pose' has only "
                                           f"{available}.", f"set frames to at most {available} (0 = all) or give "
                                           "more pose frames.")
-        h, w = pose.features.shape[-2:]
+        if pose.family != models.variant:
+            raise common.PoseAnimateError(cls.NAME, "pose", f"it was encoded for {pose.family} models but 'models' "
+                                          f"are {models.variant}.", "connect the pose input and the Sampler to the "
+                                          "same Load Models node.")
+        h, w = pose.images.shape[1] // 8, pose.images.shape[2] // 8
         if (h, w) != (reference.latent_height, reference.latent_width):
             raise common.PoseAnimateError(cls.NAME, "pose", f"the pose images are {w * 8}x{h * 8} but the reference "
                                           f"latent is from a {reference.latent_width * 8}x"
@@ -143,15 +148,15 @@ class Sampler(io.ComfyNode):
                                           "(ImageScale) and render the poses to the same width and height.")
         opts = ContextOptions.from_dict(context)
         noise = make_noise((frames, 4, h, w), seed, "cpu", opts)
-        unet_patcher = models.denoising_unet
         rows = opts.window_batch * min(opts.length, frames) * (2 if cfg > 1 else 1)
         # ComfyUI's activation estimate for an SD1.5 UNet (model_base memory_required, factor 1).
         memory = rows * h * w * mm.dtype_size(models.compute_dtype) * 0.01 * 1024 * 1024
-        unet = common.on_device(unet_patcher, memory_required=memory)
+        unet, pose_guider = common.on_device(models.denoising_unet, models.pose_guider, memory_required=memory)
         previewer = latent_preview.get_previewer(models.load_device, comfy.latent_formats.SD15())
-        latents = sample(unet, reference=reference.features, pose_features=pose.features, noise=noise, steps=steps,
-                         cfg=cfg, scheduler={"sampler": sampler, "beta_schedule": beta_schedule}, context=opts,
-                         callback=_progress(frames, opts, steps, previewer), seed=seed,
+        latents = sample(unet, reference=reference.features, pose_images=pose.images, pose_guider=pose_guider,
+                         noise=noise, steps=steps, cfg=cfg,
+                         scheduler={"sampler": sampler, "beta_schedule": beta_schedule}, context=opts,
+                         callback=_progress(frames, opts, steps, previewer), seed=seed, family=models.variant,
                          trained_length=models.trained_length, device=models.load_device, dtype=models.compute_dtype)
         return io.NodeOutput({"samples": latents / VAE_SCALE})
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from poseanimate.sampling import context as C
-from poseanimate.sampling.engine import ReferenceFeatures, WindowedDenoiser
+from poseanimate.sampling.engine import WindowedDenoiser
 
 CASES = [(n, length, overlap) for n, length, overlap in itertools.product(
     (1, 2, 5, 8, 12, 16, 25, 48, 97), (1, 4, 8, 16, 24), (0, 1, 2, 4, 7)) if overlap < length]
@@ -119,33 +119,35 @@ def test_count_unet_passes():
     assert C.count_unet_passes(12, o, steps=4, guidance=False) == 3 * 4
 
 
-class _Tokens:
-    """What WindowedDenoiser needs from a UNet when `_evaluate` is replaced."""
-
-    dtype = torch.float32
-
-    class conv_in:
-        weight = torch.zeros(1)
-
-    @staticmethod
-    def reference_keys_values(tokens, dtype=None):
-        return []
-
-
 def _denoiser(o, cfg, prediction):
-    """A WindowedDenoiser whose UNet predicts ``prediction(window, branch)`` for every frame."""
-    ref = ReferenceFeatures(tokens={}, image_embeds=torch.zeros(1, 4))
-    d = WindowedDenoiser(_Tokens(), ref, torch.zeros(64, 4, 2, 2), cfg, o, steps=1)
+    """A WindowedDenoiser over a window model that predicts ``prediction(window, branch)`` for every frame."""
     seen = []
 
-    def evaluate(x, t, group):
-        seen.append(group)
-        branches = 2 if d.guided else 1
-        out = torch.stack([torch.stack([prediction(w, b) for w in group]) for b in range(branches)])
-        return out[..., None, None, None].expand(branches, len(group), len(group[0]), 4, 2, 2).float()
+    def model(x, t, windows, branches):
+        assert x.shape[:2] == (len(windows), len(windows[0]))
+        assert tuple(branches) == (("uncond", "cond") if cfg > 1 else ("cond",))
+        seen.append(windows)
+        out = torch.stack([torch.stack([prediction(w, b) for w in windows]) for b in range(len(branches))])
+        return out[..., None, None, None].expand(len(branches), len(windows), len(windows[0]), 4, 2, 2).float()
 
-    d._evaluate = evaluate
-    return d, seen
+    return WindowedDenoiser(model, cfg=cfg, opts=o, steps=1), seen
+
+
+def test_window_model_sees_each_windows_latents():
+    """The latents handed to the window model are the frames its window names, in window order."""
+    o = opts(length=5, overlap=2, schedule="moore", window_batch=2)
+    x = torch.arange(13, dtype=torch.float32)[:, None, None, None].expand(13, 4, 2, 2).clone()
+    got = []
+
+    def model(xw, t, windows, branches):
+        for k, w in enumerate(windows):
+            got.append(w)
+            torch.testing.assert_close(xw[k, :, 0, 0, 0], torch.tensor(w, dtype=torch.float32), atol=0, rtol=0)
+        return xw[None].expand(len(branches), *xw.shape)
+
+    out = WindowedDenoiser(model, cfg=2.0, opts=o, steps=1)(x, torch.tensor(999))
+    assert got == C.windows(13, o)
+    torch.testing.assert_close(out, x, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("fuse", list(C.FUSE))

@@ -14,7 +14,7 @@ import poseanimate
 from conftest import MOORE_TINY
 from poseanimate.models.loading import CheckpointError, read_state_dict
 from poseanimate.models.unet import AttentionState, UNet, UNetConfig
-from poseanimate.sampling.engine import encode_reference
+from poseanimate.sampling.animate_anyone import encode_reference
 
 FILES = ("reference_unet", "denoising_unet", "motion_module", "pose_guider")
 

@@ -1,0 +1,50 @@
+"""The model families the engine runs, as data: where each one's code lives and its defaults.
+
+A family module exposes ``animate(models, **inputs)``; it builds a window model (see
+:class:`~poseanimate.sampling.engine.WindowModel`) and hands it to
+:func:`~poseanimate.sampling.engine.run_sampler`. The sampler loop and the windowed denoiser never
+look at the family.
+"""
+
+import importlib
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    module: str
+    scheduler: dict = field(default_factory=dict)
+    context: dict = field(default_factory=dict)
+    trained_length: int = 24
+
+
+FAMILIES = {
+    "moore": Family("moore", "animate_anyone", trained_length=24),
+    "musepose": Family("musepose", "animate_anyone", trained_length=128),
+}
+
+
+def get_family(name):
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown model family {name!r}; valid families: {', '.join(FAMILIES)}") from None
+
+
+def family_module(name):
+    return importlib.import_module(f"{__package__}.{get_family(name).module}")
+
+
+def scheduler_settings(name, scheduler=None):
+    """The family's scheduler defaults with the caller's ``{"sampler": ..., **config}`` on top."""
+    return {**get_family(name).scheduler, **dict(scheduler or {})}
+
+
+def context_settings(name, context=None):
+    """The family's context-window defaults with the caller's options on top (dict or ContextOptions)."""
+    from .context import ContextOptions
+
+    if isinstance(context, ContextOptions):
+        return context
+    return ContextOptions.from_dict({**get_family(name).context, **dict(context or {})})
