@@ -230,13 +230,14 @@ def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smo
 def animate_video(character, driving, output, *, models=None, comfyui=None, networks=None, variant=None,
                   width=None, height=None, frames=None, fps=None, steps=20, cfg=3.5, seed=42, sampler=None,
                   beta_schedule=None, context=None, retarget="neck", smooth="none", device=None, dtype=None,
-                  decode_chunk=8, download=False, progress=True):
+                  decode_chunk=8, download=False, progress=True, pose_temperature=0.0):
     """Animate ``character`` (an image file) with ``driving`` (a video, a POSE_KEYPOINT JSON file or a
     folder of pose images) and write ``output`` (.mp4). Returns a dict describing what was written.
 
     ``models``/``comfyui``: the models folder (see :mod:`.download`); ``networks``: a folder with the
     four Animate Anyone files instead of ``MODELS/animate_anyone/<variant>``; ``context``: the
-    engine's context-window options; ``download``: fetch missing model files first (network).
+    engine's context-window options; ``download``: fetch missing model files first (network);
+    ``pose_temperature``: TCAN's pose temperature map (0 = off, 3 = TCAN).
     """
     if retarget not in RETARGET:
         raise JobError(f"--retarget {retarget} is not valid; valid choices: {', '.join(RETARGET)}")
@@ -245,6 +246,8 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
         raise JobError(f"--frames must be at least 1, got {frames}")
     if fps is not None and fps <= 0:
         raise JobError(f"--fps must be positive, got {fps}")
+    if not pose_temperature >= 0:
+        raise JobError(f"--pose-temperature must be 0 (off) or more (TCAN uses 3), got {pose_temperature}")
     image = load_image(character)
     width, height = video_size(width, height, *image.size)
     kind = driving_kind(driving)
@@ -302,7 +305,7 @@ def animate_video(character, driving, output, *, models=None, comfyui=None, netw
             result = animate(nets, reference_latents=latents, image_embeds=embeds,
                              pose_images=gen.pose_tensor(pose_images, dtype), seed=seed,
                              steps=steps, cfg=cfg, scheduler=scheduler, context=context,
-                             callback=gen.ProgressCallback(bar))
+                             callback=gen.ProgressCallback(bar), pose_temperature=pose_temperature)
         del nets
         with VideoWriter(partial, width, height, fps) as writer, \
                 _bar(progress, total=count, desc="decoding", unit="frame") as bar:

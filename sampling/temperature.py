@@ -43,6 +43,16 @@ def _check(pose_images):
                          f"{list(pose_images.shape)}")
 
 
+def check_strength(strength):
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"pose_temperature must be a number >= 0 (0 = off, TCAN uses 3), got {strength!r}")
+    return value
+
+
 def temperature_map(pose_images, strength):
     """TCAN's map for one window: ``[H, W]`` float32 tau from that window's ``[F, H, W, 3]`` pose
     images (uint8 or float; a pixel is background when all three channels are 0 in every frame)."""
@@ -93,7 +103,7 @@ class PoseTemperature:
 
     def __init__(self, pose_images, strength, grids, device=None):
         self.pose_images = pose_images
-        self.strength = float(strength)
+        self.strength = check_strength(strength)
         self.grids = [tuple(g) for g in grids]
         self.device = device
         self.cache = {}

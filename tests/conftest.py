@@ -5,6 +5,17 @@ import torch
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 MOORE_TINY = os.path.join(DATA, "parity", "moore-tiny")
+# The shared parity fixtures sit next to the repository (../shared/fixtures); POSEANIMATE_FIXTURES
+# points elsewhere (e.g. from a git worktree).
+SHARED_FIXTURES = os.environ.get("POSEANIMATE_FIXTURES") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "fixtures")
+
+
+def shared_fixture(name):
+    path = os.path.join(SHARED_FIXTURES, "parity", name)
+    if not os.path.isdir(path):
+        pytest.skip(f"shared parity fixture {path} is not here (set POSEANIMATE_FIXTURES to the fixtures folder)")
+    return path
 
 
 @pytest.fixture(scope="session")
