@@ -89,7 +89,9 @@ def window_temperature(pose_images, window, strength, grids):
 
     ``pose_images``: the whole video's ``[F, H, W, 3]`` pose images (uint8 or float, numpy or torch),
     ``window``: the window's frame indices, ``strength``: TCAN's 3, ``grids``: e.g. :func:`grid_sizes`."""
-    tau = temperature_map(_as_numpy(pose_images)[list(window)], strength)
+    index = list(window)
+    frames = pose_images[index] if isinstance(pose_images, torch.Tensor) else np.asarray(pose_images)[index]
+    tau = temperature_map(frames, strength)
     return {tuple(grid): resize_map(tau, grid) for grid in grids}
 
 
