@@ -1,7 +1,10 @@
 """Does TCAN's pose temperature map do what TCAN claims? Measured on the attention itself.
 
-    python benchmarks/ptm.py                        # the parity fixture's tiny networks (tests/data)
-    python benchmarks/ptm.py --fixture DIR --strength 3
+    python benchmarks/ptm.py                # ../shared/fixtures/parity/ptm-shared (or $POSEANIMATE_FIXTURES)
+    python benchmarks/ptm.py --fixture DIR --strength 3 --steps 4
+
+The fixture's pose images must be drawn on black (ptm-shared's are; moore-tiny's have a grey,
+noisy background, so no pixel is background and the map is 1 everywhere).
 
 Runs the same animation (4 DDIM steps, cfg 3.5, windows of 8 overlapping by 4) with the map off and
 on, and records every temporal self-attention of every motion module (all steps, windows, both
@@ -32,7 +35,8 @@ import poseanimate  # noqa: E402
 from poseanimate.models import motion_module  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-TINY = os.path.join(ROOT, "tests", "data", "parity", "moore-tiny")
+PTM_SHARED = os.path.join(os.environ.get("POSEANIMATE_FIXTURES") or os.path.join(os.path.dirname(ROOT), "shared", "fixtures"),
+                          "parity", "ptm-shared")
 
 
 def on_grid(skeleton, grid):
@@ -85,7 +89,7 @@ def steadiness(latents, skeleton):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--fixture", default=TINY, help="a parity fixture folder (networks, pose PNGs, tensors)")
+    p.add_argument("--fixture", default=PTM_SHARED, help="a parity fixture folder (networks, pose PNGs, tensors)")
     p.add_argument("--strength", type=float, default=3.0, help="pose_temperature when on (TCAN: 3)")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--cfg", type=float, default=3.5)
