@@ -1,18 +1,24 @@
-"""Throughput of the pose stack: DWPose extraction, rendering (both styles), retargeting, smoothing.
+"""Throughput of the pose stack: DWPose extraction, rendering (both styles), retargeting, smoothing,
+DensePose control images.
 
-    python benchmarks/pose.py                                  # stand-in ONNX models, CPU
+    python benchmarks/pose.py                                  # stand-in ONNX / TorchScript models, CPU
     python benchmarks/pose.py --detector /models/yolox_l.onnx --pose-model /models/dw-ll_ucoco_384.onnx
+    python benchmarks/pose.py --skip extract render retarget --densepose /models/densepose_r50_fpn_dl.torchscript \
+        --densepose-device cuda
 
 The frames are synthetic (noise, outlined boxes and bright dots that the stand-ins detect),
 so the real detector may find nobody in them; the "pose model" line runs the pose model on
 fixed boxes, so it measures the real pose model whatever the detector finds. ``--providers``
-picks onnxruntime's providers (``auto``: CUDA when it works, else CPU).
+picks onnxruntime's providers (``auto``: CUDA when it works, else CPU). The DensePose stand-in
+(tests/densepose_standin.py) measures the frame handling and rendering around the network; the
+network's own time needs the real file.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,10 +26,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from poseanimate.pose import dwpose, render, retarget, smooth, standin
+from poseanimate.pose import densepose, dwpose, render, retarget, smooth, standin
 from poseanimate.pose.keypoints import from_pose_keypoint
 
-FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "data" / "render" / "full_512x768.json"
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+FIXTURE = TESTS / "data" / "render" / "full_512x768.json"
 
 
 def _timed(fn, repeats: int) -> float:
@@ -104,6 +111,26 @@ def bench_retarget_and_smooth(args) -> None:
         print(f"smooth ({method:8s}) {args.sequence} frames {args.sequence / seconds:8.1f} frames/s")
 
 
+def bench_densepose(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.densepose:
+            path, kind = args.densepose, "released model"
+        else:
+            sys.path.insert(0, str(TESTS))
+            from densepose_standin import write_densepose
+
+            path, kind = write_densepose(Path(tmp) / densepose.MODEL_FILE, channels=(0, 1)), "stand-in model"
+        model = densepose.DensePose.from_file(path, args.densepose_device)
+        frames = synthetic_frames(args.densepose_frames, args.width, args.height, args.people)
+        model.extract(frames[:2], args.densepose_size, args.densepose_size, resolution=args.densepose_resolution)
+        seconds = _timed(lambda: model.extract(frames, args.densepose_size, args.densepose_size,
+                                               resolution=args.densepose_resolution), 1) / len(frames)
+        (boxes, *_), _ = model.predict(frames[0], args.densepose_resolution)
+    print(f"densepose ({kind}, {args.densepose_device}, {args.width}x{args.height} -> {args.densepose_size}x"
+          f"{args.densepose_size}, detection short side {args.densepose_resolution}, {len(boxes)} found per frame):")
+    print(f"  extract + render       {1 / seconds:8.1f} frames/s  ({seconds * 1e3:.2f} ms)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--detector", help="path to yolox_l.onnx (default: a stand-in)")
@@ -115,7 +142,13 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=1, help="people per synthetic frame (boxes for the pose model)")
     parser.add_argument("--render-frames", type=int, default=100)
     parser.add_argument("--sequence", type=int, default=240, help="frames for retargeting/smoothing")
-    parser.add_argument("--skip", nargs="*", default=(), choices=("extract", "render", "retarget"))
+    parser.add_argument("--densepose", help="path to densepose_r50_fpn_dl.torchscript (default: a stand-in)")
+    parser.add_argument("--densepose-device", default="cpu", help="torch device for DensePose (default: cpu)")
+    parser.add_argument("--densepose-frames", type=int, default=24)
+    parser.add_argument("--densepose-size", type=int, default=512, help="control image width and height")
+    parser.add_argument("--densepose-resolution", type=int, default=densepose.DETECT_RESOLUTION,
+                        help="short side the DensePose model sees")
+    parser.add_argument("--skip", nargs="*", default=(), choices=("extract", "render", "retarget", "densepose"))
     args = parser.parse_args()
     if "extract" not in args.skip:
         bench_extraction(args)
@@ -123,6 +156,8 @@ def main() -> None:
         bench_rendering(args)
     if "retarget" not in args.skip:
         bench_retarget_and_smooth(args)
+    if "densepose" not in args.skip:
+        bench_densepose(args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ on, and records every temporal self-attention of every motion module (all steps,
 guidance branches, every head): the entropy of each pixel's attention over the window's frames,
 divided by log(frames) (1 = uniform average over time, 0 = one frame only). Pixels are split into
 *skeleton* (the pixel the map reads for that latent cell is drawn in at least one pose frame of
-the video) and *background* (never drawn: tau > 1 in every window). TCAN's claim: the map leaves the skeleton's attention as it is and
+the video) and *background* (never drawn: tau > 1 in every window). TCAN's claim: the map leaves the
+skeleton's attention as it is and
 flattens the background's (towards an average over time: a steadier background). With random
 networks there is no real background to look at, so the attention is the measurement; the
 frame-to-frame change of the final latents on each class is reported too.
@@ -35,8 +36,8 @@ import poseanimate  # noqa: E402
 from poseanimate.models import motion_module  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-PTM_SHARED = os.path.join(os.environ.get("POSEANIMATE_FIXTURES") or os.path.join(os.path.dirname(ROOT), "shared", "fixtures"),
-                          "parity", "ptm-shared")
+FIXTURES = os.environ.get("POSEANIMATE_FIXTURES") or os.path.join(os.path.dirname(ROOT), "shared", "fixtures")
+PTM_SHARED = os.path.join(FIXTURES, "parity", "ptm-shared")
 
 
 def on_grid(skeleton, grid):

@@ -6,7 +6,9 @@ what it needs when it runs.
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 
 from .download import DownloadError
 
@@ -45,10 +47,12 @@ def _animate_parser(sub):
     p = sub.add_parser("animate", parents=[_common()], help="animate a character image with a driving video or poses",
                        description="Animate a character image with the motion of a driving video (or poses) "
                                    "and write an mp4 at the driving video's frame rate.")
-    p.add_argument("--character", required=True, metavar="IMG", help="the character image")
-    p.add_argument("--driving", required=True, metavar="VIDEO",
-                   help="a video, a POSE_KEYPOINT .json file, or a folder of pose images (used as they are)")
+    p.add_argument("--character", metavar="IMG", help="the character image (default: a figure drawn by the project)")
+    p.add_argument("--driving", metavar="VIDEO",
+                   help="a video, a POSE_KEYPOINT .json file, or a folder of pose images (used as they are); "
+                        "default: a 2-second dance loop made by the project")
     p.add_argument("-o", "--output", required=True, metavar="OUT.mp4", help="the video to write (.mp4, .mov or .mkv)")
+    p.add_argument("-y", "--overwrite", action="store_true", help="replace OUT.mp4 if it exists (never an input)")
     _models_arguments(p)
     p.add_argument("--networks", metavar="DIR",
                    help="folder with the four Animate Anyone files (default: MODELS/animate_anyone/<variant>)")
@@ -141,8 +145,9 @@ def _run_animate(args):
         args.character, args.driving, args.output, models=args.models, comfyui=args.comfyui, networks=args.networks,
         variant=args.variant, width=args.width, height=args.height, frames=args.frames, fps=args.fps,
         steps=args.steps, cfg=args.cfg, seed=args.seed, sampler=args.sampler, beta_schedule=args.beta_schedule,
-        pose_temperature=args.pose_temperature, context=context or None, retarget=args.retarget, smooth=args.smooth, device=args.device,
-        dtype=args.dtype, decode_chunk=args.decode_chunk, download=args.download, progress=not args.quiet)
+        pose_temperature=args.pose_temperature, context=context or None, retarget=args.retarget, smooth=args.smooth,
+        device=args.device, dtype=args.dtype, decode_chunk=args.decode_chunk, download=args.download,
+        overwrite=args.overwrite, progress=not args.quiet)
     print(result["path"])
 
 
@@ -165,12 +170,36 @@ def _run_convert(args):
     convert(args.src, args.dst, dtype=args.dtype, replace=args.replace, report=_say(args))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so every temporary file is removed on the way out."""
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
+def _handle_termination():
+    """Turn SIGTERM/SIGHUP into Terminated; returns the previous handlers (main thread only)."""
+    previous = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None:
+            previous[number] = signal.signal(number, _terminate)
+    return previous
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("poseanimate").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    previous = _handle_termination()
     try:
         args.run(args)
+    except Terminated as e:
+        print(f"{PROG} {args.command}: stopped by {signal.Signals(e.args[0]).name}", file=sys.stderr)
+        return 128 + e.args[0]
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -178,4 +207,7 @@ def main(argv=None):
         message = str(e) if isinstance(e, RuntimeError) else " ".join(str(e).split())
         print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
         return 1
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     return 0

@@ -2,6 +2,7 @@
 
     MODELS/animate_anyone/<variant>/{reference_unet,denoising_unet,motion_module,pose_guider}.pth
     MODELS/dwpose/{yolox_l.onnx,dw-ll_ucoco_384.onnx}
+    MODELS/densepose/densepose_r50_fpn_dl.torchscript                  (MagicAnimate's control images)
     MODELS/vae/sd-vae-ft-mse/{config.json,diffusion_pytorch_model.safetensors}
     MODELS/clip_vision/sd-image-variations-image-encoder/{config.json,pytorch_model.bin}
 
@@ -24,6 +25,7 @@ NETWORK_FILES = ("reference_unet.pth", "denoising_unet.pth", "motion_module.pth"
 VAE_DIR = os.path.join("vae", "sd-vae-ft-mse")
 CLIP_DIR = os.path.join("clip_vision", "sd-image-variations-image-encoder")
 DWPOSE_DIR = "dwpose"
+DENSEPOSE_DIR = "densepose"
 STAGING = ".downloads"
 WEIGHT_EXTENSIONS = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")  # the loader's, without importing torch
 HTTP_CLIENTS = ("httpx", "httpx2")
@@ -56,7 +58,12 @@ def _networks(variant):
                    (os.path.splitext(name)[0] + ".safetensors",)) for name in NETWORK_FILES]
 
 
+# comfyui_controlnet_aux's DensePose TorchScript (pose.densepose.MODEL_FILE / HF_REPO), for the magicanimate variant.
+DENSEPOSE = [Remote("LayerNorm/DensePose-TorchScript-with-hint-image", "densepose_r50_fpn_dl.torchscript", None,
+                    os.path.join(DENSEPOSE_DIR, "densepose_r50_fpn_dl.torchscript"))]
+
 COMMON = {
+    "densepose": DENSEPOSE,
     "dwpose": [Remote("yzd-v/DWPose", name, None, os.path.join(DWPOSE_DIR, name))
                for name in ("yolox_l.onnx", "dw-ll_ucoco_384.onnx")],
     "vae": [Remote("stabilityai/sd-vae-ft-mse", "config.json", None, os.path.join(VAE_DIR, "config.json")),

@@ -1,11 +1,13 @@
 """The torch half of the job: devices, the standalone VAE and CLIP image encoder, the reference
 conditioning exactly as Moore-AnimateAnyone builds it, the engine with a progress bar, chunked decoding."""
 
+import pickle
+
 import numpy as np
 import torch
 from PIL import Image
 
-from ..models.loading import DTYPES, default_device, default_dtype
+from ..models.loading import READ_ERRORS, first_line, default_device, device_problem, get_dtype, unreadable_reason
 from ..sampling.engine import VAE_SCALE
 from .pipeline import JobError
 
@@ -16,13 +18,31 @@ CLIP_SIZE = 224
 
 
 def torch_settings(device, dtype):
-    try:
-        device = default_device() if device in (None, "auto") else torch.device(device)
-    except RuntimeError as e:
-        raise JobError(f"--device {device} is not a device torch knows ({e})") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise JobError("--device cuda: torch sees no CUDA GPU here; use --device cpu")
-    return device, DTYPES.get(dtype) or default_dtype(device)
+    if device in (None, "auto"):
+        device = default_device()
+    else:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise JobError(f"--device {device} is not a device torch knows ({e}); use cpu, cuda or cuda:N") from e
+        problem = device_problem(device)
+        if problem:
+            problem = problem.replace("('cpu')", "(--device cpu)")
+            raise JobError(f"--device {device}: {problem}")
+    return device, get_dtype(dtype, device)
+
+
+def _load_problem(folder, error, expected):
+    """A weights-file problem in words; other errors (a bad config.json, a missing file) as their first
+    line and what the folder should be."""
+    from safetensors import SafetensorError
+
+    cause = error
+    while cause is not None and not isinstance(cause, (pickle.UnpicklingError, SafetensorError, EOFError)):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None or "PytorchStreamReader" in str(error):
+        return unreadable_reason(cause or error, f"a weights file in {folder}")
+    return f"{first_line(' '.join(str(error).split()))}; it must be {expected}"
 
 
 def load_vae(folder, device, dtype):
@@ -30,9 +50,9 @@ def load_vae(folder, device, dtype):
 
     try:
         vae = AutoencoderKL.from_pretrained(folder, torch_dtype=dtype, local_files_only=True, low_cpu_mem_usage=False)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise JobError(f"the VAE in {folder} could not be loaded ({' '.join(str(e).split())[:300]}); "
-                       "it must be the diffusers folder of stabilityai/sd-vae-ft-mse") from e
+    except READ_ERRORS as e:
+        raise JobError(f"the VAE in {folder} could not be loaded: "
+                       f"{_load_problem(folder, e, 'the diffusers folder of stabilityai/sd-vae-ft-mse')}") from e
     return vae.to(device).eval().requires_grad_(False)
 
 
@@ -41,9 +61,10 @@ def load_image_encoder(folder, device, dtype):
 
     try:
         encoder = CLIPVisionModelWithProjection.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise JobError(f"the CLIP image encoder in {folder} could not be loaded ({' '.join(str(e).split())[:300]}); "
-                       "it must be the image_encoder folder of lambdalabs/sd-image-variations-diffusers") from e
+    except READ_ERRORS as e:
+        expected = "the image_encoder folder of lambdalabs/sd-image-variations-diffusers"
+        raise JobError(f"the CLIP image encoder in {folder} could not be loaded: "
+                       f"{_load_problem(folder, e, expected)}") from e
     return encoder.to(device).eval().requires_grad_(False)
 
 

@@ -10,19 +10,23 @@ reference latent.
 
 import json
 import logging
+import math
 import os
 import re
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from ..pose import densepose as dp
 from ..pose.dwpose import DETECTOR_FILE, POSE_FILE, DWPose, locate_model
 from ..pose.keypoints import from_pose_keypoint
 from ..pose.render import render_frames
 from ..pose.retarget import retarget as retarget_frames
 from ..pose.smooth import get_smoother, smooth_frames
 from . import download as dl
+from .files import same_file, temporary_file
 from .video import VideoError, VideoReader, VideoWriter
 
 log = logging.getLogger("poseanimate.cli")
@@ -33,6 +37,11 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv")
 RETARGET = ("neck", "driving", "off")
 DTYPES = ("auto", "fp16", "bf16", "fp32")
+ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
+DEFAULT_CHARACTER = os.path.join(ASSETS, "character.png")  # drawn by tools/make_assets.py
+DEFAULT_CHARACTER_POSE = os.path.join(ASSETS, "character.json")  # its skeleton: no DWPose needed
+DEFAULT_DRIVING = os.path.join(ASSETS, "dance.json")
+DENSEPOSE_FAMILIES = ("magicanimate",)  # driven by DensePose images instead of skeleton renders
 
 
 class JobError(ValueError):
@@ -63,23 +72,54 @@ def video_size(width, height, image_w, image_h, short_side=SHORT_SIDE):
     return width, height
 
 
+IMAGE_ERRORS = (Image.DecompressionBombError, OSError, UnidentifiedImageError, ValueError)
+
+
+def _image_error(path, what, error):
+    if isinstance(error, Image.DecompressionBombError):
+        size = re.search(r"\((\d+) pixels\)", str(error))
+        pixels = f"{int(size.group(1)) / 1e6:.0f} million pixels" if size else "too many pixels"
+        return JobError(f"{what} {path} is too large to open safely ({pixels}; the limit is "
+                        f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} million); use a smaller image")
+    return JobError(f"{what} {path} could not be read as an image ({' '.join(str(error).split())})")
+
+
+def check_image(path, what):
+    """Read only the header of the image at ``path`` (size, format): a cheap check before slow work."""
+    try:
+        with Image.open(path):
+            pass
+    except IMAGE_ERRORS as e:
+        raise _image_error(path, what, e) from e
+
+
 def load_image(path, what="--character"):
     try:
-        with Image.open(path) as image:
-            return ImageOps.exif_transpose(image).convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise JobError(f"{what} {path} could not be read as an image ({' '.join(str(e).split())})") from e
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image = ImageOps.exif_transpose(image).convert("RGB")
+        if caught:
+            log.warning("%s %s is %dx%d pixels; it is scaled down to the video size", what, path, *image.size)
+        return image
+    except IMAGE_ERRORS as e:
+        raise _image_error(path, what, e) from e
 
 
 def _natural_key(name):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
-def pose_images_from_folder(folder, width, height, max_frames=None):
-    """A folder of pose images in name order, resized to the video size (Lanczos, as Moore's pipeline)."""
+def pose_image_names(folder):
     names = sorted((n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)), key=_natural_key)
     if not names:
         raise JobError(f"--driving {folder} is a folder without pose images ({', '.join(IMAGE_EXTENSIONS)})")
+    return names
+
+
+def pose_images_from_folder(folder, width, height, max_frames=None):
+    """A folder of pose images in name order, resized to the video size (Lanczos, as Moore's pipeline)."""
+    names = pose_image_names(folder)
     images = []
     for name in names[:max_frames]:
         image = load_image(os.path.join(folder, name), "pose image")
@@ -93,11 +133,18 @@ def pose_frames_from_json(path, max_frames=None):
     try:
         with open(path, encoding="utf-8") as f:
             frames = from_pose_keypoint(json.load(f))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
-        raise JobError(f"--driving {path} is not a POSE_KEYPOINT JSON file ({' '.join(str(e).split())})") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as e:
+        raise JobError(f"--driving {path} is not a usable POSE_KEYPOINT JSON file ({' '.join(str(e).split())})") from e
     if not frames:
         raise JobError(f"--driving {path} holds no pose frames")
-    return frames[:max_frames]
+    frames = frames[:max_frames]
+    empty = sum(all(p.is_empty() for p in f.people) for f in frames)
+    if empty == len(frames):
+        raise JobError(f"--driving {path}: none of its {len(frames)} frames has a person with keypoints; "
+                       "use poses of one person's body (e.g. from a DWPose or OpenPose node)")
+    if empty:
+        log.warning("%d of %d frames of %s have no person; those frames are drawn empty", empty, len(frames), path)
+    return frames
 
 
 def driving_kind(path):
@@ -108,9 +155,10 @@ def driving_kind(path):
     return "json" if path.lower().endswith(".json") else "video"
 
 
-def prepare_output(output):
-    """Check that ``output`` can be written and reserve a temporary file next to it; the video goes
-    there and replaces ``output`` only when complete."""
+def prepare_output(output, inputs=(), overwrite=False):
+    """Check that ``output`` can be written without harming a file of the user's, and create a
+    temporary file of our own next to it; the video goes there and replaces ``output`` only when
+    complete. ``inputs``: ``(option, path)`` pairs the output must not be."""
     output = os.path.abspath(output)
     stem, ext = os.path.splitext(output)
     if ext.lower() not in VIDEO_EXTENSIONS:
@@ -120,12 +168,50 @@ def prepare_output(output):
         raise JobError(f"-o {output}: the folder {folder} does not exist")
     if os.path.isdir(output):
         raise JobError(f"-o {output} is a folder; give a file name such as {os.path.join(output, 'out.mp4')}")
-    partial = os.path.join(folder, f".{os.path.basename(stem)}.partial{ext}")
+    for option, path in inputs:
+        if path and os.path.exists(path) and same_file(output, path):
+            raise JobError(f"-o {output} is the {option} input; writing there would destroy it: choose another "
+                           "output path")
+    if os.path.lexists(output) and not overwrite:
+        raise JobError(f"-o {output} already exists; add --overwrite (-y) to replace it, or choose another output path")
     try:
-        open(partial, "wb").close()
+        partial = temporary_file(folder, f".{os.path.basename(stem)}.", f".partial{ext}")
     except OSError as e:
         raise JobError(f"-o {output} cannot be written ({e.strerror or e}); choose another output path") from e
     return output, partial
+
+
+def check_options(*, frames, fps, steps, cfg, seed, context, decode_chunk):
+    """The numeric options, checked before any slow work; messages name the command line's options."""
+    for option, value in (("--frames", frames), ("--steps", steps), ("--decode-chunk", decode_chunk)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise JobError(f"{option} must be a whole number of at least 1, got {value!r}")
+    if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise JobError(f"--fps {fps} is not a frame rate; give a positive number such as 24, or leave it out to use "
+                       "the driving video's")
+    if not (isinstance(cfg, (int, float)) and math.isfinite(cfg)):
+        raise JobError(f"--cfg {cfg} is not a guidance scale; give a finite number such as 3.5 "
+                       "(1 or less: no guidance)")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+        raise JobError(f"--seed {seed} is out of range; give a whole number from 0 to {2**64 - 1}")
+    from ..sampling.context import ContextOptions
+
+    context = dict(context or {})
+    defaults = ContextOptions()
+    length, overlap = context.get("length", defaults.length), context.get("overlap", defaults.overlap)
+
+    def shown(name, value):
+        return f"--context-{name} {value}{'' if name in context else ' (the default)'}"
+
+    if isinstance(overlap, int) and overlap < 0:
+        raise JobError(f"{shown('overlap', overlap)} must be 0 or more")
+    if isinstance(length, int) and isinstance(overlap, int) and overlap >= length:
+        raise JobError(f"{shown('overlap', overlap)} must be less than {shown('length', length)}; "
+                       f"give --context-overlap {length // 4} (or a longer --context-length)")
+    try:
+        return ContextOptions.from_dict(context)
+    except (TypeError, ValueError) as e:
+        raise JobError(f"context window options: {e}") from e
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -200,20 +286,64 @@ def video_poses(path, dwpose, max_frames, progress):
     return poses, fps
 
 
-def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smooth, fps, progress):
-    """PoseFrames on the character's canvas (retargeted unless ``retarget == "off"``) and the frame rate."""
+def densepose_video(path, densepose, width, height, max_frames, progress, fit="pad"):
+    """DensePose control images of every frame of a video (decoded one frame at a time), ``width`` x
+    ``height``; returns RGB uint8 [F, height, width, 3] and the frame rate."""
+    images, empty = [], 0
+    try:
+        with VideoReader(path, max_frames) as video, \
+                _bar(progress, total=len(video) or None, desc="densepose", unit="frame") as bar:
+            fps = video.fps
+            for frame in video:
+                image, people = densepose.render(frame, width, height, fit)
+                images.append(image)
+                empty += not people
+                bar.update(1)
+    except VideoError as e:
+        raise JobError(f"--driving {e}") from e
+    if empty == len(images):
+        raise JobError(f"--driving {path}: DensePose found no person in any of its {len(images)} frames; "
+                       "use a video where one person's body is visible")
+    if empty:
+        log.warning("DensePose found nobody in %d of %d frames of %s; those frames are background", empty,
+                    len(images), path)
+    return np.stack(images), fps
+
+
+def driving_densepose(kind, driving, root, width, height, *, max_frames, fps, device, progress):
+    """MagicAnimate's control images and frame rate: DensePose on a driving video, or a folder of DensePose
+    images (e.g. comfyui_controlnet_aux's) used as they are."""
+    if kind == "json":
+        raise JobError(f"--driving {driving}: these networks are driven by DensePose images, which keypoints "
+                       "cannot give; give the driving video or a folder of DensePose images")
+    if kind == "images":
+        return pose_images_from_folder(driving, width, height, max_frames), fps or POSE_FPS
+    from . import generate as gen
+
+    device, _ = gen.torch_settings(device, None)
+    path = dp.locate_model(dp.MODEL_FILE, [os.path.join(root, dl.DENSEPOSE_DIR)])
+    images, video_fps = densepose_video(driving, dp.DensePose.from_file(path, device), width, height, max_frames,
+                                        progress)
+    return images, fps or video_fps
+
+
+def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smooth, fps, progress, subject=None):
+    """PoseFrames on the character's canvas (retargeted unless ``retarget == "off"``) and the frame rate.
+    ``driving``: a path, or the PoseFrames already read from a JSON file; ``subject``: the character's
+    PoseFrame when known (else DWPose finds it)."""
     if kind == "video":
         poses, video_fps = video_poses(driving, dwpose, max_frames, progress)
         fps = fps or video_fps
     else:
-        poses = pose_frames_from_json(driving, max_frames)
+        poses = driving if isinstance(driving, list) else pose_frames_from_json(driving, max_frames)
         fps = fps or POSE_FPS
     if smooth != "none":
         params = {"fps": float(fps)} if smooth == "one_euro" else {}
         poses = smooth_frames(poses, smooth, **params)
     if retarget == "off":
         return poses, fps
-    subject = dwpose.detect(np.asarray(character))
+    if subject is None:
+        subject = dwpose.detect(np.asarray(character))
     if not subject.people:
         raise JobError("--character: DWPose found no person in the character image; use an image that shows "
                        "the character's body, or --retarget off to use the driving poses as they are")
@@ -227,66 +357,94 @@ def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smo
 # ---------------------------------------------------------------------------------------------- the job
 
 
-def animate_video(character, driving, output, *, models=None, comfyui=None, networks=None, variant=None,
+def animate_video(character, driving, output=None, *, models=None, comfyui=None, networks=None, variant=None,
                   width=None, height=None, frames=None, fps=None, steps=20, cfg=3.5, seed=42, sampler=None,
                   beta_schedule=None, context=None, retarget="neck", smooth="none", device=None, dtype=None,
-                  decode_chunk=8, download=False, progress=True, pose_temperature=0.0):
+                  decode_chunk=8, download=False, overwrite=False, progress=True, pose_temperature=0.0):
     """Animate ``character`` (an image file) with ``driving`` (a video, a POSE_KEYPOINT JSON file or a
     folder of pose images) and write ``output`` (.mp4). Returns a dict describing what was written.
+    ``character``/``driving`` None: the project's own figure and dance loop (``assets/``).
 
     ``models``/``comfyui``: the models folder (see :mod:`.download`); ``networks``: a folder with the
     four Animate Anyone files instead of ``MODELS/animate_anyone/<variant>``; ``context``: the
     engine's context-window options; ``download``: fetch missing model files first (network);
-    ``pose_temperature``: TCAN's pose temperature map (0 = off, 3 = TCAN).
+    ``overwrite``: replace an existing ``output`` (never one of the inputs); ``pose_temperature``: TCAN's
+    pose temperature map (0 = off, 3 = TCAN).
     """
     if retarget not in RETARGET:
         raise JobError(f"--retarget {retarget} is not valid; valid choices: {', '.join(RETARGET)}")
     get_smoother(smooth)
-    if frames is not None and frames < 1:
-        raise JobError(f"--frames must be at least 1, got {frames}")
-    if fps is not None and fps <= 0:
-        raise JobError(f"--fps must be positive, got {fps}")
+    check_options(frames=frames, fps=fps, steps=steps, cfg=cfg, seed=seed, context=context, decode_chunk=decode_chunk)
     if not pose_temperature >= 0:
         raise JobError(f"--pose-temperature must be 0 (off) or more (TCAN uses 3), got {pose_temperature}")
+    if dtype not in (None, *DTYPES):
+        raise JobError(f"--dtype {dtype} is not valid; valid choices: {', '.join(DTYPES)}")
+    from . import generate as gen
+
+    device, dtype = gen.torch_settings(device, dtype)
+    if output is None:
+        raise JobError("-o is required: the video to write, e.g. -o out.mp4")
+    subject = None
+    if character is None:
+        character = DEFAULT_CHARACTER
+        subject = pose_frames_from_json(DEFAULT_CHARACTER_POSE)[0]
+        log.info("no --character: animating the project's example figure (%s)", character)
+    if driving is None:
+        driving = DEFAULT_DRIVING
+        log.info("no --driving: using the project's example dance (%s)", driving)
     image = load_image(character)
     width, height = video_size(width, height, *image.size)
     kind = driving_kind(driving)
-    output, partial = prepare_output(output)
+    json_frames = pose_frames_from_json(driving, frames) if kind == "json" else None
+    output, partial = prepare_output(output, (("--character", character), ("--driving", driving)), overwrite)
     try:
+        if kind == "images":
+            for name in pose_image_names(driving)[:frames]:
+                check_image(os.path.join(driving, name), "pose image")
+        if kind == "video":
+            try:
+                with VideoReader(driving):
+                    pass
+            except VideoError as e:
+                raise JobError(f"--driving {e}") from e
         root = dl.models_dir(models, comfyui)
         variant = pick_variant(root, variant)
         components = ["networks", "vae", "clip_vision"]
-        if kind == "video" or (kind == "json" and retarget != "off"):
+        dense = variant in DENSEPOSE_FAMILIES
+        if dense and kind == "video":
+            components.append("densepose")
+        elif not dense and (kind == "video" or (kind == "json" and retarget != "off" and subject is None)):
             components.append("dwpose")
         ensure_models(root, variant, components, networks, download)
-        if dtype not in (None, *DTYPES):
-            raise JobError(f"--dtype {dtype} is not valid; valid choices: {', '.join(DTYPES)}")
 
-        if kind == "images":
+        if dense:
+            pose_images, fps = driving_densepose(kind, driving, root, width, height, max_frames=frames, fps=fps,
+                                                 device=device, progress=progress)
+        elif kind == "images":
             pose_images = pose_images_from_folder(driving, width, height, frames)
             fps = fps or POSE_FPS
         else:
             dwpose = None
             if "dwpose" in components:
                 folder = os.path.join(root, dl.DWPOSE_DIR)
-                providers = ["CPUExecutionProvider"] if str(device).startswith("cpu") else None
+                providers = ["CPUExecutionProvider"] if device.type == "cpu" else None
                 dwpose = DWPose(locate_model(DETECTOR_FILE, [folder]), locate_model(POSE_FILE, [folder]), providers)
-            poses, fps = driving_poses(kind, driving, image, dwpose, max_frames=frames, retarget=retarget,
-                                       smooth=smooth, fps=fps, progress=progress)
+            poses, fps = driving_poses(kind, json_frames or driving, image, dwpose, max_frames=frames,
+                                       retarget=retarget, smooth=smooth, fps=fps, progress=progress, subject=subject)
 
         from ..models.loading import load_models
         from ..sampling.context import ContextOptions, count_unet_passes
         from ..sampling.engine import animate
-        from . import generate as gen
-
-        device, dtype = gen.torch_settings(device, dtype)
         net_folder = networks or os.path.join(root, dl.networks_dir(variant))
         log.info("loading the networks from %s (%s, %s)", net_folder, device, dtype)
         nets = load_models(net_folder, device=device, dtype=dtype)
-        if nets.variant != variant:
+        family = nets.family
+        if (family in DENSEPOSE_FAMILIES) != dense:
+            raise JobError(f"{net_folder} holds {family} networks, not {variant}; use --variant {family}")
+        if family != variant:
             log.warning("%s holds %s networks (asked for %s): drawing poses in the %s style",
-                        net_folder, nets.variant, variant, nets.variant)
-        if kind != "images":
+                        net_folder, family, variant, family)
+        if kind != "images" and not dense:
             pose_images = render_frames(poses, width, height, style=nets.variant)
 
         encoder = gen.load_image_encoder(os.path.join(root, dl.CLIP_DIR), device, dtype)

@@ -36,7 +36,12 @@ _PE_SUFFIX = ".pos_encoder.pe"
 
 
 class CheckpointError(ValueError):
-    """A model file is missing, unreadable or not the network it should be."""
+    """A model file is missing, unreadable or not the network it should be. ``problem`` says what is
+    wrong, ``fix`` (optional) where to get the right files; the message is both."""
+
+    def __init__(self, problem, fix=None):
+        super().__init__(f"{problem} {fix}" if fix else problem)
+        self.problem, self.fix = problem, fix
 
 
 @dataclass
@@ -65,6 +70,36 @@ class AnimateModels:
         return self.denoising_unet.config.cross_attention_dim
 
 
+def _read_errors():
+    from safetensors import SafetensorError
+
+    return (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, SafetensorError)
+
+
+READ_ERRORS = _read_errors()
+
+
+def first_line(text, limit=200):
+    """The first sentence of an error message that is not torch's advice about ``weights_only``,
+    without its final full stop."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip() and "weights_only" not in line]
+    line = re.split(r"(?<=\.)\s", lines[0])[0].rstrip(".") if lines else type(text).__name__
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " \u2026"
+
+
+def unreadable_reason(error, subject="the file"):
+    """Why a weights file could not be read, in one clause: a pickle that holds code (refused: loading
+    it could run that code) or a damaged file (the usual result of an interrupted download)."""
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"{subject} is a pickle that holds code{what}, not only tensors, and is refused because loading it "
+                "could run that code; use the file of the official release, or a .safetensors version of it")
+    return (f"{subject} is damaged or incomplete ({first_line(text)}); an interrupted download looks like this: "
+            "delete it and download it again")
+
+
 def read_state_dict(path):
     """Read a ``.safetensors`` or pickled (``weights_only``) state dict, memory-mapped where possible."""
     path = os.fspath(path)
@@ -82,11 +117,10 @@ def read_state_dict(path):
                 if "mmap" not in str(e):
                     raise
                 sd = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+    except READ_ERRORS as e:
         size = os.path.getsize(path)
-        raise CheckpointError(
-            f"{path} ({size / 2**20:.1f} MiB) could not be read as a PyTorch or safetensors state dict: {e}. "
-            "A truncated or interrupted download looks like this: delete the file and download it again.") from e
+        raise CheckpointError(f"{path} ({size / 2**20:.1f} MiB) could not be read as a state dict: "
+                              f"{unreadable_reason(e)}.") from e
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -138,8 +172,9 @@ def find_model_files(folder):
     if missing:
         extra = f" Other files there: {'; '.join(others)}." if others else ""
         raise CheckpointError(
-            f"model folder {folder} has no {', '.join(missing)} file.{extra} Put the four files of one release in "
-            f"it: Animate Anyone from {DOWNLOADS['moore']}, or MusePose from {DOWNLOADS['musepose']}.")
+            f"model folder {folder} has no {', '.join(missing)} file.{extra}",
+            f"Put the four files of one release in it: Animate Anyone from {DOWNLOADS['moore']}, or MusePose from "
+            f"{DOWNLOADS['musepose']}.")
     return found
 
 
@@ -229,8 +264,8 @@ def resolve_files(path):
 
 def build_models(files, *, device=None, dtype=None, operations=torch.nn):
     """Build the three networks from ``{role: (file, state_dict)}`` (see :func:`resolve_files`)."""
-    device = torch.device(device) if device is not None else default_device()
-    dtype = dtype or default_dtype(device)
+    device = get_device(device)
+    dtype = get_dtype(dtype, device)
     ref_path, ref_sd = files["reference_unet"]
     den_path, den_sd = files["denoising_unet"]
     guide_path, guide_sd = files["pose_guider"]
@@ -246,11 +281,17 @@ def build_models(files, *, device=None, dtype=None, operations=torch.nn):
 
     inside = {k: v for k, v in den_sd.items() if ".motion_modules." in k}
     variant = "musepose" if inside else "moore"
-    motion = {k: v for k, v in mm_sd.items() if ".motion_modules." in k}
-    motion.update(inside)
+    if inside and mm_path:
+        same = mm_sd.keys() == inside.keys() and all(mm_sd[k].shape == v.shape for k, v in inside.items())
+        (log.info if same else log.warning)(
+            "PoseAnimate: %s is not used: %s carries its own motion modules (MusePose), which are used%s",
+            mm_path, den_path, "" if same else " (the file's motion modules have other keys or shapes)")
+        files = {role: f for role, f in files.items() if role != "motion_module"}
+        mm_path, mm_sd = None, {}
+    motion = inside or {k: v for k, v in mm_sd.items() if ".motion_modules." in k}
     if not motion:
         raise CheckpointError(
-            f"no motion modules: {den_path} has none inside and no motion_module file was found. "
+            f"no motion modules: {den_path} has none inside and no motion_module file was found.",
             f"Animate Anyone ships them as motion_module.pth: {DOWNLOADS['moore']}.")
     _check_position_encodings(mm_sd, mm_path)
     _check_position_encodings(inside, den_path)
@@ -290,13 +331,56 @@ def load_models(path, device=None, dtype=None, operations=torch.nn):
     """Load the networks from a model folder or a dict ``role -> file``.
 
     Roles: ``reference_unet``, ``denoising_unet``, ``pose_guider`` and optional ``motion_module``.
-    ``device`` defaults to CUDA when available; ``dtype`` to float16 on GPUs, float32 on the CPU.
+    ``device``: a torch.device or its name, default (or "auto") CUDA when available; ``dtype``: a
+    torch.dtype or "fp16", "bf16", "fp32", default (or "auto") float16 on GPUs, float32 on the CPU.
     """
+    device = get_device(device)
+    dtype = get_dtype(dtype, device)
     return build_models(resolve_files(path), device=device, dtype=dtype, operations=operations)
 
 
 def default_device():
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def device_problem(device):
+    """Why torch cannot compute on ``device`` (a torch.device) here, or None."""
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "torch sees no CUDA GPU here; use the CPU ('cpu')"
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            return f"torch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0"
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        return "torch has no MPS (Apple GPU) support here; use the CPU ('cpu')"
+    return None
+
+
+def get_device(device=None):
+    """A torch.device from a name or torch.device; None or "auto": CUDA when available, else the CPU.
+    Raises ValueError when torch does not know it or cannot use it here."""
+    if device is None or device == "auto":
+        return default_device()
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device {device!r} is not a device torch knows ({e}); use 'cpu', 'cuda' or 'cuda:N'") from e
+    problem = device_problem(device)
+    if problem:
+        raise ValueError(f"device {str(device)!r}: {problem}")
+    return device
+
+
+def get_dtype(dtype, device):
+    """A floating-point torch.dtype from a name of DTYPES, a torch.dtype, or None/"auto" (float16 on
+    GPUs, float32 on the CPU). Raises ValueError naming the valid choices."""
+    if dtype is None or dtype == "auto":
+        return default_dtype(device)
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ValueError(f"dtype {dtype!r} is not valid; valid choices: 'auto', {', '.join(map(repr, DTYPES))} "
+                     "or a floating-point torch.dtype")
 
 
 def default_dtype(device):

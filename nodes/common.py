@@ -15,6 +15,7 @@ from ..models.loading import DOWNLOADS, WEIGHT_EXTENSIONS
 CATEGORY = "PoseAnimate"
 MODEL_FOLDER = "animate_anyone"
 DWPOSE_FOLDER = "dwpose"
+DENSEPOSE_FOLDER = "densepose"
 
 Models = io.Custom("POSEANIMATE_MODELS")
 Reference = io.Custom("POSEANIMATE_REFERENCE")
@@ -31,9 +32,10 @@ class PoseAnimateError(ValueError):
 
 
 def register_model_folders():
-    """Make ``models/animate_anyone`` and ``models/dwpose`` known to folder_paths (keeping any
-    paths extra_model_paths.yaml already gave them)."""
-    for name, extensions in ((MODEL_FOLDER, set(WEIGHT_EXTENSIONS)), (DWPOSE_FOLDER, {".onnx"})):
+    """Make ``models/animate_anyone``, ``models/dwpose`` and ``models/densepose`` known to folder_paths
+    (keeping any paths extra_model_paths.yaml already gave them)."""
+    for name, extensions in ((MODEL_FOLDER, set(WEIGHT_EXTENSIONS)), (DWPOSE_FOLDER, {".onnx"}),
+                             (DENSEPOSE_FOLDER, {".torchscript", ".pt"})):
         folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
         paths, known = folder_paths.folder_names_and_paths[name]
         folder_paths.folder_names_and_paths[name] = (paths, set(known) | extensions)
@@ -41,6 +43,16 @@ def register_model_folders():
 
 def model_folder_paths(name):
     return folder_paths.get_folder_paths(name) if name in folder_paths.folder_names_and_paths else []
+
+
+def controlnet_aux_folders():
+    """comfyui_controlnet_aux's model folders: AUX_ANNOTATOR_CKPTS_PATH, then custom_nodes/*controlnet_aux*/ckpts."""
+    folders = [os.environ["AUX_ANNOTATOR_CKPTS_PATH"]] if os.environ.get("AUX_ANNOTATOR_CKPTS_PATH") else []
+    for root in folder_paths.get_folder_paths("custom_nodes"):
+        if os.path.isdir(root):
+            folders += [os.path.join(root, name, "ckpts") for name in sorted(os.listdir(root))
+                        if "controlnet_aux" in name.lower()]
+    return folders
 
 
 def model_folders():

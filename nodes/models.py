@@ -53,7 +53,7 @@ class LoadModels(io.ComfyNode):
         try:
             files = resolve_files(path)
         except CheckpointError as e:
-            raise common.PoseAnimateError(cls.NAME, "folder", str(e), common.download_help()) from e
+            raise common.PoseAnimateError(cls.NAME, "folder", e.problem, common.download_help()) from e
         load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
         params = sum(t.numel() for _, sd in files.values() for t in sd.values())
         weight_dtype = DTYPES.get(dtype) or mm.unet_dtype(load_device, params)
@@ -62,7 +62,7 @@ class LoadModels(io.ComfyNode):
         try:
             nets = build_models(files, device=offload_device, dtype=weight_dtype, operations=operations)
         except CheckpointError as e:
-            raise common.PoseAnimateError(cls.NAME, "folder", str(e), common.download_help()) from e
+            raise common.PoseAnimateError(cls.NAME, "folder", e.problem, common.download_help()) from e
         del files
         patchers = []
         for net in (nets.reference_net, nets.denoising_unet, nets.pose_guider):

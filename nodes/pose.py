@@ -24,14 +24,7 @@ FACE = {"auto": None, "on": True, "off": False}
 def dwpose_folders():
     """Where the DWPose files may be: models/dwpose, then comfyui_controlnet_aux's ckpts folder
     (AUX_ANNOTATOR_CKPTS_PATH or custom_nodes/comfyui_controlnet_aux/ckpts)."""
-    folders = common.model_folder_paths(common.DWPOSE_FOLDER)
-    if os.environ.get("AUX_ANNOTATOR_CKPTS_PATH"):
-        folders.append(os.environ["AUX_ANNOTATOR_CKPTS_PATH"])
-    for root in folder_paths.get_folder_paths("custom_nodes"):
-        if os.path.isdir(root):
-            folders += [os.path.join(root, name, "ckpts") for name in sorted(os.listdir(root))
-                        if "controlnet_aux" in name.lower()]
-    return folders
+    return common.model_folder_paths(common.DWPOSE_FOLDER) + common.controlnet_aux_folders()
 
 
 def _read_poses(node, name, value):

@@ -27,6 +27,8 @@ N_FACE = 68
 N_HAND = 21
 N_WHOLEBODY = 133
 CONFIDENCE_THRESHOLD = 0.3
+MAX_CANVAS = 1 << 16
+MAX_CANVASES_AWAY = 10  # a keypoint further from the canvas than this many canvas sizes is an error
 
 BODY_NAMES = (
     "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder",
@@ -233,9 +235,13 @@ def to_pose_keypoint(frames: Iterable[PoseFrame], confidence: str = "binary") ->
 
 
 def _unflatten(values: Sequence[float] | None, n: int, what: str) -> np.ndarray:
-    if not values:
+    if values is None or (isinstance(values, Sequence) and not isinstance(values, (str, bytes)) and not len(values)):
         return missing_points(n)
-    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    try:
+        flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a list of numbers (x, y, confidence, ...), "
+                         f"got {str(values)[:40]!r}") from None
     if flat.size % 3:
         raise ValueError(f"{what} has {flat.size} numbers, not a multiple of 3 (x, y, confidence)")
     points = flat.reshape(-1, 3)
@@ -259,10 +265,17 @@ def person_from_dict(entry: Mapping[str, Any], what: str = "person") -> Person:
         for part, key in JSON_KEYS.items()
     }
     scores = entry.get(CONFIDENCE_KEY) or {}
+    if not isinstance(scores, Mapping):
+        raise ValueError(f"{what}.{CONFIDENCE_KEY} must be a dict of per-part confidences, got {type(scores).__name__}")
     for part, values in scores.items():
-        if part in parts and len(values) == PART_SIZES[part]:
-            present = present_mask(parts[part])
-            parts[part][present, 2] = np.asarray(values, dtype=np.float64)[present]
+        if part in parts:
+            try:
+                confidences = np.asarray(values, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                raise ValueError(f"{what}.{CONFIDENCE_KEY}.{part} must be a list of numbers") from None
+            if len(confidences) == PART_SIZES[part]:
+                present = present_mask(parts[part])
+                parts[part][present, 2] = confidences[present]
     return Person(**parts)
 
 
@@ -276,12 +289,34 @@ def frame_from_dict(data: Mapping[str, Any], what: str = "frame") -> PoseFrame:
                 f"{what} has no {key!r}; POSE_KEYPOINT frames carry the canvas size "
                 "(comfyui_controlnet_aux writes canvas_width and canvas_height)"
             )
-    width, height = int(data["canvas_width"]), int(data["canvas_height"])
-    people = [person_from_dict(p, f"{what}.people[{i}]") for i, p in enumerate(data.get("people") or [])]
+    width, height = (_canvas_size(data[key], f"{what}.{key}") for key in ("canvas_width", "canvas_height"))
+    entries = data.get("people") or []
+    if not isinstance(entries, Sequence) or isinstance(entries, (str, bytes)):
+        raise ValueError(f"{what}.people must be a list of people, got {type(entries).__name__}")
+    people = [person_from_dict(p, f"{what}.people[{i}]") for i, p in enumerate(entries)]
     if _is_normalised([getattr(p, part) for p in people for part in PARTS]):
         factor = np.array([width, height], dtype=np.float64)
         people = [p.map_xy(lambda xy: xy * factor) for p in people]
+    for i, person in enumerate(people):
+        for part in PARTS:
+            points = getattr(person, part)
+            xy = points[present_mask(points), :2]
+            far = (xy < -MAX_CANVASES_AWAY * np.array([width, height])) | \
+                  (xy > (MAX_CANVASES_AWAY + 1) * np.array([width, height]))
+            if far.any():
+                x, y = xy[far.any(axis=1)][0]
+                raise ValueError(f"{what}.people[{i}].{JSON_KEYS[part]} has a point at ({x:g}, {y:g}), far outside "
+                                 f"the {width}x{height} canvas; keypoints must be pixel coordinates on the canvas "
+                                 "(or 0..1 fractions of it)")
     return PoseFrame(people, width, height)
+
+
+def _canvas_size(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= MAX_CANVAS or \
+            value != int(value):
+        raise ValueError(f"{what} is {value!r}; it must be the width or height in pixels (a whole number from 1 to "
+                         f"{MAX_CANVAS}) of the image the keypoints were found in")
+    return int(value)
 
 
 def from_pose_keypoint(data: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[PoseFrame]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.unet import AttentionState
-from .engine import GUIDED, make_noise, run_sampler
+from .engine import GUIDED, check_finite, check_images, check_sampling, make_noise, run_sampler
 from .families import context_settings, get_family, scheduler_settings
 from .temperature import PoseTemperature, check_strength, grid_sizes
 
@@ -60,9 +60,7 @@ def encode_reference(reference_net, reference_latents, image_embeds, *, device=N
 
 def check_pose_images(pose_images):
     """``pose_images`` as a ``[F, H, W, 3]`` tensor (uint8 0-255 or float 0-1), not copied."""
-    images = torch.as_tensor(pose_images)
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"pose_images must be [frames, height, width, 3] (a ComfyUI IMAGE batch), got {list(images.shape)}")
+    images = check_images("pose_images", pose_images)
     if images.shape[1] % 8 or images.shape[2] % 8:
         raise ValueError(f"pose image size {images.shape[2]}x{images.shape[1]} is not a multiple of 8; "
                          "resize the pose images to the video size (a multiple of 8)")
@@ -185,7 +183,9 @@ def animate(models, *, reference_latents, image_embeds, pose_images, noise=None,
     TCAN's pose temperature map, steadier backgrounds (0 = off, TCAN: 3; see :mod:`.temperature`).
     """
     check_strength(pose_temperature)
-    lat = torch.as_tensor(reference_latents)
+    check_sampling(steps=steps, cfg=cfg, seed=seed)
+    lat = check_finite("reference_latents", reference_latents)
+    image_embeds = check_finite("image_embeds", image_embeds)
     poses = check_pose_images(pose_images)
     frames = poses.shape[0]
     if lat.ndim != 4:
@@ -198,7 +198,7 @@ def animate(models, *, reference_latents, image_embeds, pose_images, noise=None,
     if noise is None:
         noise = make_noise(shape, 0 if seed is None else seed, "cpu", opts)
     else:
-        noise = torch.as_tensor(noise)
+        noise = check_finite("noise", noise)
         if noise.ndim == 5 and noise.shape[0] == 1:
             noise = noise[0].transpose(0, 1)
         if tuple(noise.shape) != shape:

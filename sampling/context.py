@@ -14,6 +14,7 @@ the video's ends). Overlapping predictions are averaged per frame: sum(w * pred)
 """
 
 import math
+import numbers
 from dataclasses import dataclass, fields
 
 import torch
@@ -45,6 +46,10 @@ class ContextOptions:
         return opts
 
     def validate(self):
+        for name in ("length", "overlap", "stride", "window_batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"context {name} must be a whole number, got {value!r} ({type(value).__name__})")
         get_schedule(self.schedule)
         get_fuse(self.fuse)
         if self.length < 1:

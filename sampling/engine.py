@@ -6,6 +6,8 @@ module owns the context windows, their fusion and classifier-free guidance, and 
 to a sampler from :mod:`.schedulers`. Neither knows which family it drives.
 """
 
+import math
+import numbers
 from typing import Protocol, Sequence
 
 import torch
@@ -70,6 +72,47 @@ class WindowedDenoiser:
             return acc[0]
         uncond, cond = acc
         return uncond + self.cfg * (cond - uncond)
+
+
+def check_sampling(*, steps, cfg, seed):
+    """The sampling arguments every family's ``animate`` takes; ValueError naming the argument."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ValueError(f"steps must be a whole number of at least 1, got {steps!r}")
+    if isinstance(cfg, bool) or not isinstance(cfg, numbers.Real) or not math.isfinite(cfg):
+        raise ValueError(f"cfg must be a finite number (the guidance scale; 1 or less: no guidance), got {cfg!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                             or not -2**63 <= seed < 2**64):
+        raise ValueError(f"seed must be a whole number from 0 to 2**64 - 1, got {seed!r}")
+
+
+def check_finite(name, tensor):
+    """``tensor`` as a tensor; ValueError when it holds NaN or infinite values."""
+    t = torch.as_tensor(tensor)
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        raise ValueError(f"{name} holds NaN or infinite values; compute it again (a NaN usually comes from fp16 "
+                         "overflow upstream: try fp32 or bf16)")
+    return t
+
+
+def check_images(name, images, tolerance=1e-3):
+    """``images`` ``[F, H, W, 3]`` with at least one frame, uint8 (0-255) or float in [0, 1], as a tensor
+    (not copied); ValueError otherwise."""
+    images = torch.as_tensor(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"{name} must be [frames, height, width, 3] (a ComfyUI IMAGE batch), got {list(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{name} holds no frames; give at least one image")
+    if images.dtype == torch.uint8:
+        return images
+    if not images.is_floating_point():
+        raise ValueError(f"{name} must be uint8 (0-255) or floating point (0-1), got {images.dtype}")
+    low, high = (v.item() for v in torch.aminmax(images.float() if images.dtype == torch.float16 else images))
+    if math.isnan(low) or math.isnan(high) or not math.isfinite(low) or not math.isfinite(high):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    if low < -tolerance or high > 1 + tolerance:
+        raise ValueError(f"{name} has values from {low:g} to {high:g}; float images must lie in [0, 1] (divide "
+                         "0-255 images by 255, or pass them as uint8)")
+    return images
 
 
 def make_noise(shape, seed, device, opts: ContextOptions | None = None):

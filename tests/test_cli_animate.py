@@ -186,3 +186,51 @@ def test_codec_fallback():
     assert pick_codec({"mpeg4", "libvpx"}) == "mpeg4"
     with pytest.raises(VideoError, match="none of the encoders"):
         pick_codec(set())
+
+
+def test_sigterm_while_sampling_removes_the_temporary_file(work):
+    import signal
+    import threading
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HOME=str(work / "hf-home"))
+    env.pop("POSEANIMATE_MODELS", None)
+    before = sorted(os.listdir(work))
+    proc = subprocess.Popen([SCRIPT, "animate", "--character", "character.png", "--driving", "driving.mp4",
+                             "-o", "stopped.mp4", "--models", "models", *FAST[2:], "--steps", "500"],
+                            cwd=work, env=env, stderr=subprocess.PIPE, text=True)
+    seen, sampling = [], threading.Event()
+
+    def read():
+        for chunk in iter(lambda: proc.stderr.read(64), ""):
+            seen.append(chunk)
+            if "denoising" in "".join(seen[-3:]):
+                sampling.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert sampling.wait(300), "".join(seen)
+        assert [n for n in os.listdir(work) if n.startswith(".stopped.") and n.endswith(".partial.mp4")]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+        reader.join(10)
+    err = "".join(seen)
+    assert "Traceback" not in err and err.strip().splitlines()[-1].endswith("poseanimate animate: stopped by SIGTERM")
+    assert sorted(os.listdir(work)) == before
+
+
+def test_first_run_needs_no_files_of_the_users(work, tmp_path):
+    """The README's first command: the project's figure and dance, nothing else; the models folder has
+    no DWPose files (the figure's skeleton ships with it) and --download finds nothing to fetch."""
+    models = tmp_path / "models"
+    shutil.copytree(work / "models", models, ignore=shutil.ignore_patterns("dwpose"))
+    r = run(["animate", "--download", "-o", "out.mp4", "--models", models, "--width", "64", "--height", "96",
+             "--frames", "6", "--steps", "1", "--context-length", "6", "--context-overlap", "0"], tmp_path,
+            HF_ENDPOINT=fx.closed_port_endpoint())
+    assert r.returncode == 0, r.stderr
+    assert "example figure" in r.stderr and "example dance" in r.stderr
+    video, rate, _ = fx.read_video(tmp_path / "out.mp4")
+    assert video.shape == (6, 96, 64, 3) and rate == 24 and video.std() > 1
+    assert not (models / "dwpose").exists()

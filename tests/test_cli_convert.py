@@ -91,3 +91,141 @@ def test_convert_errors_are_one_line(tmp_path, capsys):
     shutil.copy(os.path.join(MOORE_TINY, "pose_guider.pth"), tmp_path / "x.pth")
     assert main(["convert", str(tmp_path / "x.pth")]) == 1
     assert "x.safetensors already exists" in capsys.readouterr().err
+
+
+def _moore_copy(folder):
+    folder.mkdir()
+    for name in NETWORKS:
+        shutil.copy(os.path.join(MOORE_TINY, f"{name}.pth"), folder)
+    return folder
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return data
+
+
+def _snapshot(folder):
+    return {n: (folder / n).read_bytes() for n in sorted(os.listdir(folder))}
+
+
+def test_a_folder_converts_all_or_nothing_and_a_rerun_completes(tmp_path, capsys):
+    folder = _moore_copy(tmp_path / "moore")
+    whole = _truncate(folder / "pose_guider.pth")  # the third file in name order
+    out = tmp_path / "moore-fp16"
+    assert main(["convert", str(folder), str(out)]) == 1
+    assert "pose_guider.pth" in capsys.readouterr().err
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["moore"]
+    (folder / "pose_guider.pth").write_bytes(whole)
+    assert main(["convert", str(folder), str(out)]) == 0
+    assert sorted(os.listdir(out)) == [f"{n}.safetensors" for n in NETWORKS]
+    # interrupted while moving files into place: a rerun keeps what is there and writes the rest
+    os.remove(out / "reference_unet.safetensors")
+    kept = _snapshot(out)
+    capsys.readouterr()
+    assert main(["convert", str(folder), str(out)]) == 0
+    assert capsys.readouterr().out.count("kept") == 3
+    assert sorted(os.listdir(out)) == [f"{n}.safetensors" for n in NETWORKS]
+    assert all((out / n).read_bytes() == data for n, data in kept.items())
+
+
+def test_replace_is_all_or_nothing_and_never_reconverts(tmp_path, capsys):
+    folder = _moore_copy(tmp_path / "moore")
+    whole = _truncate(folder / "pose_guider.pth")
+    before = _snapshot(folder)
+    assert main(["convert", str(folder), "--replace"]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+    assert _snapshot(folder) == before  # nothing written, nothing removed, no staging folder left
+    (folder / "pose_guider.pth").write_bytes(whole)
+    assert main(["convert", str(folder), "--replace"]) == 0
+    converted = _snapshot(folder)
+    assert sorted(converted) == [f"{n}.safetensors" for n in NETWORKS]
+    capsys.readouterr()
+    assert main(["convert", str(folder), "--replace"]) == 0
+    assert capsys.readouterr().out.count("already fp16") == 4
+    assert _snapshot(folder) == converted and not any(".fp16." in n for n in os.listdir(folder))
+    # a run stopped after moving the converted files but before removing the sources
+    shutil.copy(os.path.join(MOORE_TINY, "motion_module.pth"), folder)
+    assert main(["convert", str(folder), "--replace"]) == 0
+    assert "kept" in capsys.readouterr().out and _snapshot(folder) == converted
+
+
+def test_convert_into_a_missing_folder_is_one_line(tmp_path, capsys):
+    assert main(["convert", os.path.join(MOORE_TINY, "pose_guider.pth"), str(tmp_path / "no" / "x.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the folder {tmp_path / 'no'} does not exist; create it first" in err
+    assert main(["convert", MOORE_TINY, str(tmp_path / "no" / "deeper")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err and not (tmp_path / "no").exists()
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    """A real write failure: the process may write files of at most 64 KiB (RLIMIT_FSIZE, EFBIG)."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+
+    src = tmp_path / "denoising_unet.pth"
+    shutil.copy(os.path.join(MOORE_TINY, "denoising_unet.pth"), src)
+    assert os.path.getsize(src) > 4 * 65536
+    script = os.path.join(os.path.dirname(sys.executable), "poseanimate")
+    r = subprocess.run([script, "convert", str(src)], capture_output=True, text=True, preexec_fn=limit, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and "writing" in r.stderr and "the file is too large" in r.stderr
+    assert os.listdir(tmp_path) == ["denoising_unet.pth"]
+
+
+def test_no_space_left_is_named(tmp_path, monkeypatch):
+    import errno
+
+    from poseanimate.cli import convert as convert_module
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(convert_module, "save_file", full)
+    with pytest.raises(ConvertError, match="failed \\(no space left on the disk\\); free some space"):
+        convert(os.path.join(MOORE_TINY, "pose_guider.pth"), str(tmp_path / "x.safetensors"), report=lambda line: None)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_converted_file_is_not_converted_again(tmp_path, capsys):
+    shutil.copy(os.path.join(MOORE_TINY, "pose_guider.pth"), tmp_path)
+    assert main(["convert", str(tmp_path / "pose_guider.pth"), "--replace"]) == 0
+    converted = (tmp_path / "pose_guider.safetensors").read_bytes()
+    for extra in ([], ["--replace"]):
+        capsys.readouterr()
+        assert main(["convert", str(tmp_path / "pose_guider.safetensors"), *extra]) == 0
+        assert "already fp16" in capsys.readouterr().out
+        assert os.listdir(tmp_path) == ["pose_guider.safetensors"]
+        assert (tmp_path / "pose_guider.safetensors").read_bytes() == converted
+
+
+def test_sigterm_during_a_folder_conversion_leaves_the_folders_as_they_were(tmp_path, capsys, monkeypatch):
+    import signal
+
+    from poseanimate.cli import convert as convert_module
+
+    folder = _moore_copy(tmp_path / "moore")
+    before = _snapshot(folder)
+    checked = []
+
+    def stop_at_the_second_check(*args):
+        checked.append(args[0])
+        if len(checked) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(convert_module, "check_file", stop_at_the_second_check)
+    assert main(["convert", str(folder), str(tmp_path / "out")]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip() == "poseanimate convert: stopped by SIGTERM"
+    assert sorted(os.listdir(tmp_path)) == ["moore"] and _snapshot(folder) == before
+    checked.clear()
+    assert main(["convert", str(folder), "--replace"]) == 128 + signal.SIGTERM
+    assert _snapshot(folder) == before

@@ -141,7 +141,7 @@ def server(tmp_path_factory):
 
 def test_pack_loads_as_a_custom_node(server):
     ours = sorted(k for k in server.object_info if k.startswith("PoseAnimate"))
-    assert len(ours) == 9, open(server.log).read()[-4000:]
+    assert len(ours) == 10, open(server.log).read()[-4000:]
     assert "ComfyUI-PoseAnimate" in open(server.log).read()
 
 

@@ -105,7 +105,7 @@ def sampler(N, loaded, ref, pose, **overrides):
 
 
 def test_schemas(N):
-    assert len(N.listed) == 9
+    assert len(N.listed) == 10
     for node_id, node in N.listed.items():
         schema = node.GET_SCHEMA()
         assert node_id.startswith("PoseAnimate") and schema.category.startswith("PoseAnimate")
@@ -131,7 +131,8 @@ def test_schemas(N):
     assert samp["context"].optional and (samp["steps"].default, samp["cfg"].default) == (20, 3.5)
     assert (samp["sampler"].default, samp["beta_schedule"].options) == ("ddim", ["scaled_linear", "linear"])
     assert list(samp)[-1] == "pose_temperature"  # appended: saved workflows keep their widget values
-    assert samp["pose_temperature"].optional and (samp["pose_temperature"].default, samp["pose_temperature"].min) == (0, 0)
+    ptm = samp["pose_temperature"]
+    assert ptm.optional and (ptm.default, ptm.min) == (0, 0)
 
 
 def test_context_windows_maps_to_options(N):
@@ -275,8 +276,11 @@ def test_missing_and_wrong_model_files(N, folders):
                broken / "pose_guider.pth")
     assert load.validate_inputs(folder="broken") is True
     with pytest.raises(ValueError, match=r"Load Models: input 'folder': .*no pose_guider file.*pose_guider.pth: a VAE"
-                                         r".*Fix: put the four files"):
+                                         r".*Fix: put the four files") as error:
         run(load, folder="broken", dtype="auto")
+    message = str(error.value)
+    assert message.count("patrolli/AnimateAnyone") == 1 and message.count("TMElyralab/MusePose") == 1, message
+    assert ".." not in message and "\n" not in message
 
 
 def _standin_dwpose(folder):

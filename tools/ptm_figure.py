@@ -37,7 +37,8 @@ def moving_skeleton(frames):
         sway = 20 * math.sin(phase)
         for part in ("body", "face", "left_hand", "right_hand"):
             getattr(person, part)[:, 0] += sway
-        for elbow, wrist, hand, sign in ((R_ELBOW, R_WRIST, person.right_hand, 1), (L_ELBOW, L_WRIST, person.left_hand, -1)):
+        arms = ((R_ELBOW, R_WRIST, person.right_hand, 1), (L_ELBOW, L_WRIST, person.left_hand, -1))
+        for elbow, wrist, hand, sign in arms:
             lift = 90 * (1 - math.cos(phase)) * 0.5
             person.body[wrist, 1] -= lift
             person.body[elbow, 1] -= lift * 0.4
@@ -75,12 +76,14 @@ def main(argv=None):
     latent_big = cv2.resize(colour_map(latent, top), (WIDTH, HEIGHT), interpolation=cv2.INTER_NEAREST)
     gap = np.full((HEIGHT + 28, 8, 3), 255, np.uint8)
     panels = [label(poses[0], "pose frame 1"), label(strokes, f"strokes, {args.frames} frames"),
-              label(colour_map(tau, top), f"tau 1 .. {top:.2f}"), label(latent_big, f"tau on {grid[1]}x{grid[0]} latents")]
+              label(colour_map(tau, top), f"tau 1 .. {top:.2f}"),
+              label(latent_big, f"tau on {grid[1]}x{grid[0]} latents")]
     row = np.concatenate([x for panel in panels for x in (panel, gap)][:-1], axis=1)
     bar = colour_map(np.linspace(1, top, row.shape[1])[None].repeat(12, 0), top)
     image = np.concatenate([row, np.full((6, row.shape[1], 3), 255, np.uint8), bar])
     cv2.imwrite(args.out, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    print(f"{args.out}: tau mean {tau.mean():.3f}, max {top:.3f}, strokes {np.mean(strokes[..., 0] > 0):.3f} of the image")
+    drawn = np.mean(strokes[..., 0] > 0)
+    print(f"{args.out}: tau mean {tau.mean():.3f}, max {top:.3f}, strokes {drawn:.3f} of the image")
 
 
 if __name__ == "__main__":

@@ -29,10 +29,12 @@ g = dict(math=math, np=np, cv2=cv2, torch=torch, F=F, os=os, nn=torch.nn, rearra
 for code in pick("magicanimate/utils/util.py", ["calc_tau", "get_taumap"]).values():
     exec(code, g)
 exec(pick("magicanimate/models/motion_module.py", ["PositionalEncoding"])["PositionalEncoding"], g)
-methods = pick("magicanimate/models/orig_attention.py", ["reshape_heads_to_batch_dim", "reshape_batch_dim_to_heads", "_attention"], cls="CrossAttention")
+methods = pick("magicanimate/models/orig_attention.py",
+               ["reshape_heads_to_batch_dim", "reshape_batch_dim_to_heads", "_attention"], cls="CrossAttention")
 methods.update(pick("magicanimate/models/motion_module.py", ["forward"], cls="VersatileAttention"))
 import textwrap
-body = "".join(textwrap.indent(textwrap.dedent("    " + m if not m.startswith(" ") else m), "    ") + "\n" for m in methods.values())
+# ast.get_source_segment drops a method's first-line indent: put it back, then indent into the class
+body = "".join(textwrap.indent(textwrap.dedent("    " + m), "    ") + "\n" for m in methods.values())
 
 class Base(torch.nn.Module):
     pass
