@@ -78,6 +78,9 @@ def _animate_parser(sub):
     g.add_argument("--seed", type=int, default=42, help="noise seed (default: 42)")
     g.add_argument("--sampler", choices=SAMPLERS, help="sampler (default: ddim)")
     g.add_argument("--beta-schedule", choices=BETA_SCHEDULES, help="beta schedule (default: scaled_linear)")
+    g.add_argument("--pose-temperature", type=float, default=0.0, metavar="S",
+                   help="TCAN's pose temperature map: the background (far from the skeleton) averages over time "
+                        "for a steadier video; 0 = off (default), 3 = TCAN's value")
     g = p.add_argument_group("context windows (videos longer than one window)")
     g.add_argument("--context-length", type=_positive_int, help="frames per window (default: 24)")
     g.add_argument("--context-overlap", type=int, help="frames shared by neighbouring windows (default: 4)")
@@ -162,9 +165,9 @@ def animate_options(args):
         models=args.models, comfyui=args.comfyui, networks=args.networks,
         variant=args.variant, width=args.width, height=args.height, frames=args.frames, fps=args.fps,
         steps=args.steps, cfg=args.cfg, seed=args.seed, sampler=args.sampler, beta_schedule=args.beta_schedule,
-        context=context or None, retarget=args.retarget, smooth=args.smooth, device=args.device,
-        dtype=args.dtype, decode_chunk=args.decode_chunk, download=args.download, overwrite=args.overwrite,
-        progress=not args.quiet, workers=args.workers, ray=args.ray)
+        pose_temperature=args.pose_temperature, context=context or None, retarget=args.retarget, smooth=args.smooth,
+        device=args.device, dtype=args.dtype, decode_chunk=args.decode_chunk, download=args.download,
+        overwrite=args.overwrite, progress=not args.quiet, workers=args.workers, ray=args.ray)
 
 
 def _run_animate(args):

@@ -387,8 +387,8 @@ def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smo
 def animate_video(character, driving, output=None, *, models=None, comfyui=None, networks=None, variant=None,
                   width=None, height=None, frames=None, fps=None, steps=20, cfg=3.5, seed=42, sampler=None,
                   beta_schedule=None, context=None, retarget="neck", smooth="none", device=None, dtype=None,
-                  decode_chunk=8, download=False, overwrite=False, progress=True, cache=None, workers=None,
-                  ray=None):
+                  decode_chunk=8, download=False, overwrite=False, progress=True, pose_temperature=0.0, cache=None,
+                  workers=None, ray=None):
     """Animate ``character`` (an image file) with ``driving`` (a video, a POSE_KEYPOINT JSON file or a
     folder of pose images) and write ``output`` (.mp4). Returns a dict describing what was written.
     ``character``/``driving`` None: the project's own figure and dance loop (``assets/``).
@@ -396,7 +396,8 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
     ``models``/``comfyui``: the models folder (see :mod:`.download`); ``networks``: a folder with the
     four Animate Anyone files instead of ``MODELS/animate_anyone/<variant>``; ``context``: the
     engine's context-window options; ``download``: fetch missing model files first (network);
-    ``overwrite``: replace an existing ``output`` (never one of the inputs);
+    ``overwrite``: replace an existing ``output`` (never one of the inputs); ``pose_temperature``: TCAN's
+    pose temperature map (0 = off, 3 = TCAN);
     ``cache``: a dict the caller keeps between calls, in which the models loaded stay for the next
     call that needs the same ones (the batch workers load them once); ``workers``: spread each step's
     context windows over this many Ray workers (on the cluster at ``ray``, default a local Ray).
@@ -406,6 +407,8 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
     get_smoother(smooth)
     check_options(frames=frames, fps=fps, steps=steps, cfg=cfg, seed=seed, context=context, decode_chunk=decode_chunk)
     check_parallel(workers, ray)
+    if not pose_temperature >= 0:
+        raise JobError(f"--pose-temperature must be 0 (off) or more (TCAN uses 3), got {pose_temperature}")
     if dtype not in (None, *DTYPES):
         raise JobError(f"--dtype {dtype} is not valid; valid choices: {', '.join(DTYPES)}")
     from . import generate as gen
@@ -519,7 +522,7 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
             result = run(nets, reference_latents=latents, **conditioning,
                          pose_images=torch.from_numpy(pose_images), seed=seed,
                          steps=steps, cfg=cfg, scheduler=scheduler, context=context,
-                         callback=gen.ProgressCallback(bar))
+                         callback=gen.ProgressCallback(bar), pose_temperature=pose_temperature)
         del nets
         with VideoWriter(partial, width, height, fps) as writer, \
                 _bar(progress, total=count, desc="decoding", unit="frame") as bar:

@@ -40,12 +40,21 @@ class TemporalTransformerBlock(torch.nn.Module):
         self.ff = FeedForward(dim, **kw)
         self.ff_norm = operations.LayerNorm(dim, dtype=dtype, device=device)
 
-    def forward(self, x):
+    def forward(self, x, temperature=None):
         # x: [batch * tokens, frames, dim]
         pe = position_encoding(x.shape[1], x.shape[2], x.device, x.dtype)
         for attn, norm in zip(self.attention_blocks, self.norms):
-            x = attn(norm(x) + pe) + x
+            x = temporal_attention(attn, norm(x) + pe, temperature) + x
         return self.ff(self.ff_norm(x)) + x
+
+
+def temporal_attention(attn, x, temperature=None):
+    """``attn`` over the frames of ``x`` ``[rows, frames, dim]``. ``temperature`` ``[rows, 1, 1]``
+    (TCAN's pose temperature map): every attention logit of a row is divided by its value, done as a
+    division of that row's queries so the fused attention kernel still runs."""
+    if temperature is None:
+        return attn(x)
+    return attn.attend(attn.to_q(x) / temperature, attn.to_k(x), attn.to_v(x))
 
 
 class TemporalTransformer(torch.nn.Module):
@@ -58,15 +67,18 @@ class TemporalTransformer(torch.nn.Module):
             for _ in range(num_blocks))
         self.proj_out = operations.Linear(channels, channels, dtype=dtype, device=device)
 
-    def forward(self, x, frames):
+    def forward(self, x, frames, temperature=None):
         # x: [(batch * frames), C, H, W]; GroupNorm is per frame, like the reference.
+        # temperature: None or [batch, H, W], the pose temperature of each sample's pixels.
         bf, c, h, w = x.shape
         b = bf // frames
+        if temperature is not None:
+            temperature = temperature.reshape(b * h * w, 1, 1).to(device=x.device, dtype=x.dtype)
         y = self.norm(x).permute(0, 2, 3, 1).reshape(bf, h * w, c)
         y = self.proj_in(y)
         y = y.reshape(b, frames, h * w, c).transpose(1, 2).reshape(b * h * w, frames, c)
         for block in self.transformer_blocks:
-            y = block(y)
+            y = block(y, temperature)
         y = y.reshape(b, h * w, frames, c).transpose(1, 2).reshape(bf, h * w, c)
         y = self.proj_out(y)
         return y.reshape(bf, h, w, c).permute(0, 3, 1, 2) + x
@@ -78,5 +90,5 @@ class MotionModule(torch.nn.Module):
         self.temporal_transformer = TemporalTransformer(
             channels, heads, dtype=dtype, device=device, operations=operations)
 
-    def forward(self, x, frames):
-        return self.temporal_transformer(x, frames)
+    def forward(self, x, frames, temperature=None):
+        return self.temporal_transformer(x, frames, temperature)

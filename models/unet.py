@@ -51,6 +51,9 @@ class AttentionState:
     from ``plain_rows`` on (rows before it do plain self-attention: the unconditional samples); a
     block whose entry is None does plain self-attention. ``residuals``: ControlNet outputs
     ``(skips, mid)`` added to the skip connections and to the mid block's output.
+    ``temperature``: TCAN's pose temperature map, ``{(h, w): [samples, h, w]}`` per motion-module
+    grid (see :mod:`..sampling.temperature`), read by the motion modules of the down and up blocks
+    (not the mid block's, as in TCAN); None = off.
     """
 
     frames: int = 1
@@ -58,6 +61,7 @@ class AttentionState:
     reference: list | None = None
     plain_rows: int = 0
     residuals: tuple | None = None
+    temperature: dict | None = None
 
 
 def timestep_embedding(t, dim):
@@ -221,7 +225,8 @@ class Block(torch.nn.Module):
         if hasattr(self, "attentions"):
             x = self.attentions[i](x, context, state)
         if hasattr(self, "motion_modules"):
-            x = self.motion_modules[i](x, state.frames)
+            tau = None if self.mid or state.temperature is None else state.temperature[tuple(x.shape[-2:])]
+            x = self.motion_modules[i](x, state.frames, tau)
         return x
 
     def _resnet(self, i, x, temb, state):

@@ -125,13 +125,21 @@ class Sampler(io.ComfyNode):
                                        "config); linear is also Moore's released inference config."),
                 io.Int.Input("frames", default=0, min=0, max=100000,
                              tooltip="How many frames to make, from the first pose on; 0: one per pose frame."),
+                io.Float.Input("pose_temperature", default=0.0, min=0.0, max=10.0, step=0.1, round=0.01,
+                               optional=True,
+                               tooltip="TCAN's pose temperature map: the motion modules' attention over time is "
+                                       "softened with the distance from the skeleton, so the background averages "
+                                       "over the window's frames (less flicker) while the person keeps its motion. "
+                                       "Use it when the background flickers or crawls; needs pose images on black. "
+                                       "0 = off, 3 = TCAN's value."),
             ],
             outputs=[io.Latent.Output(tooltip="The video's latents, scaled for VAE decoding (PoseAnimate VAE Decode "
                                               "or core VAEDecode).")],
         )
 
     @classmethod
-    def execute(cls, models, reference, pose, seed, steps, cfg, sampler, beta_schedule, frames, context=None):
+    def execute(cls, models, reference, pose, seed, steps, cfg, sampler, beta_schedule, frames, context=None,
+                pose_temperature=0.0):
         available = pose.frames
         frames = frames or available
         if frames > available:
@@ -179,7 +187,8 @@ class Sampler(io.ComfyNode):
         latents = sample(unet, reference=reference.features, pose_images=pose.images, pose_guider=pose_guider,
                          noise=noise, steps=steps, cfg=cfg, scheduler=scheduler, context=opts,
                          callback=_progress(frames, opts, steps, previewer), seed=seed, family=models.variant,
-                         trained_length=models.trained_length, device=models.load_device, dtype=models.compute_dtype)
+                         trained_length=models.trained_length, device=models.load_device, dtype=models.compute_dtype,
+                         pose_temperature=pose_temperature)
         return io.NodeOutput({"samples": latents / VAE_SCALE})
 
 

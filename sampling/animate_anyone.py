@@ -13,6 +13,7 @@ import torch
 from ..models.unet import AttentionState
 from .engine import GUIDED, check_finite, check_images, check_sampling, make_noise, run_sampler
 from .families import context_settings, get_family, scheduler_settings
+from .temperature import PoseTemperature, check_strength, grid_sizes
 
 log = logging.getLogger(__name__)
 POSE_CHUNK = 4
@@ -95,10 +96,12 @@ class AnimateAnyoneModel:
     """The window model: the denoising UNet reading the reference and the poses of each window.
 
     ``pose`` is either PoseGuider features ``[F, C, h, w]`` or, with ``pose_guider`` given, the pose
-    images ``[F, H, W, 3]`` (kept where they are, uint8 or float), encoded per window."""
+    images ``[F, H, W, 3]`` (kept where they are, uint8 or float), encoded per window. ``temperature``:
+    TCAN's pose temperature map of the video (:class:`~.temperature.PoseTemperature`) or None."""
 
-    def __init__(self, unet, reference: ReferenceFeatures, pose, *, pose_guider=None, device, dtype):
-        self.unet, self.pose, self.pose_guider = unet, pose, pose_guider
+    def __init__(self, unet, reference: ReferenceFeatures, pose, *, pose_guider=None, temperature=None, device,
+                 dtype):
+        self.unet, self.pose, self.pose_guider, self.temperature = unet, pose, pose_guider, temperature
         self.device, self.dtype = device, dtype
         tokens = {i: t.to(device) for i, t in reference.tokens.items()}
         self.ref_kv = unet.reference_keys_values(tokens, dtype)
@@ -123,7 +126,8 @@ class AnimateAnyoneModel:
             lat, pose = torch.cat([lat, lat]), torch.cat([pose, pose])
             context = torch.cat([torch.zeros_like(context), context])
             plain = n
-        state = AttentionState(frames=length, reference=self.ref_kv, plain_rows=plain)
+        tau = None if self.temperature is None else self.temperature(windows, len(branches))
+        state = AttentionState(frames=length, reference=self.ref_kv, plain_rows=plain, temperature=tau)
         out = self.unet(lat, t, context, state, pose=pose).float()
         return out.reshape(len(branches), n, length, *out.shape[1:])
 
@@ -131,11 +135,16 @@ class AnimateAnyoneModel:
 @torch.inference_mode()
 def sample(unet, *, reference: ReferenceFeatures, noise, pose_features=None, pose_images=None, pose_guider=None,
            steps=20, cfg=3.5, scheduler=None, context=None, callback=None, seed=0, trained_length=None,
-           family="moore", device=None, dtype=None):
+           family="moore", pose_temperature=0.0, device=None, dtype=None):
     """Denoise ``noise`` ``[F, 4, h, w]`` into latents (scaled like the reference latents), computing
     on ``device`` in ``dtype`` (default: the UNet's weights'). The poses are ``pose_features``
     ``[F, C, h, w]`` or ``pose_images`` ``[F, 8h, 8w, 3]`` with their ``pose_guider`` (encoded per window).
-    Returns float32 latents on the CPU."""
+    ``pose_temperature``: strength of TCAN's pose temperature map (0 = off, TCAN: 3; needs
+    ``pose_images``). Returns float32 latents on the CPU."""
+    check_strength(pose_temperature)
+    if pose_temperature and pose_images is None:
+        raise ValueError("pose_temperature needs the pose images: give pose_images (with their pose_guider) "
+                         "instead of pose_features, or set pose_temperature to 0")
     opts = context_settings(family, context)
     frames = noise.shape[0]
     if (pose_features is None) == (pose_images is None) or (pose_images is not None and pose_guider is None):
@@ -157,21 +166,27 @@ def sample(unet, *, reference: ReferenceFeatures, noise, pose_features=None, pos
                     "trained on; expect weaker motion. Use a context length of at most %d.",
                     window, trained_length, trained_length)
     device = device or unet.conv_in.weight.device
-    model = AnimateAnyoneModel(unet, reference, pose[:frames], pose_guider=pose_guider, device=device,
-                               dtype=dtype or unet.dtype)
+    temperature = None
+    if pose_temperature:
+        grids = grid_sizes(*noise.shape[-2:], len(unet.config.block_out_channels))
+        temperature = PoseTemperature(pose[:frames], pose_temperature, grids, device)
+    model = AnimateAnyoneModel(unet, reference, pose[:frames], pose_guider=pose_guider, temperature=temperature,
+                               device=device, dtype=dtype or unet.dtype)
     return run_sampler(model, noise, steps=steps, cfg=cfg, scheduler=scheduler_settings(family, scheduler),
                        context=opts, callback=callback, seed=seed, device=device)
 
 
 def animate(models, *, reference_latents, image_embeds, pose_images, noise=None, seed=None, steps=20, cfg=3.5,
-            scheduler=None, context=None, callback=None):
+            scheduler=None, context=None, callback=None, pose_temperature=0.0):
     """Animate the reference with the pose images; returns latents ``[F, 4, h, w]`` (x 0.18215).
 
     ``reference_latents`` ``[1, 4, h, w]`` (VAE latents x 0.18215), ``image_embeds`` ``[1, C]`` (CLIP
     ``image_embeds``), ``pose_images`` ``[F, 8h, 8w, 3]`` in [0, 1] (or uint8), ``noise`` ``[F, 4, h, w]``
     or a ``seed``. ``scheduler``: ``{"sampler": name, **diffusers scheduler arguments}``; ``context``: see
-    :class:`~poseanimate.sampling.context.ContextOptions`; ``callback(event: dict)``.
+    :class:`~poseanimate.sampling.context.ContextOptions`; ``callback(event: dict)``; ``pose_temperature``:
+    TCAN's pose temperature map, steadier backgrounds (0 = off, TCAN: 3; see :mod:`.temperature`).
     """
+    check_strength(pose_temperature)
     check_sampling(steps=steps, cfg=cfg, seed=seed)
     lat = check_finite("reference_latents", reference_latents)
     image_embeds = check_finite("image_embeds", image_embeds)
@@ -195,4 +210,5 @@ def animate(models, *, reference_latents, image_embeds, pose_images, noise=None,
     reference = encode_reference(models.reference_net, lat, image_embeds)
     return sample(models.denoising_unet, reference=reference, pose_images=poses, pose_guider=models.pose_guider,
                   noise=noise, steps=steps, cfg=cfg, scheduler=scheduler, context=opts, callback=callback,
-                  seed=0 if seed is None else seed, trained_length=models.trained_length, family=models.family)
+                  seed=0 if seed is None else seed, trained_length=models.trained_length, family=models.family,
+                  pose_temperature=pose_temperature)

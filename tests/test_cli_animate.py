@@ -122,6 +122,8 @@ def error_line(r):
     ("width not a multiple of 8", ["--width", "60"], ["--width 60 is not a positive multiple of 8; use 56 or 64"]),
     ("missing character", ["--character", "nobody.png"], ["--character nobody.png could not be read as an image"]),
     ("UniAnimate networks", ["--networks", "ua"], ["holds unianimate networks", "example_workflows/unianimate.json"]),
+    ("negative pose temperature", ["--pose-temperature", "-1"],
+     ["--pose-temperature must be 0 (off) or more (TCAN uses 3), got -1.0"]),
 ])
 def test_bad_input_gets_one_clear_line(work, case, args, expected):
     if case == "output not writable" and not sys.platform.startswith("linux"):

@@ -130,6 +130,9 @@ def test_schemas(N):
     samp = {i.id: i for i in N.listed["PoseAnimateSampler"].GET_SCHEMA().inputs}
     assert samp["context"].optional and (samp["steps"].default, samp["cfg"].default) == (20, 3.5)
     assert (samp["sampler"].default, samp["beta_schedule"].options) == ("ddim", ["scaled_linear", "linear"])
+    assert list(samp)[-1] == "pose_temperature"  # appended: saved workflows keep their widget values
+    ptm = samp["pose_temperature"]
+    assert ptm.optional and (ptm.default, ptm.min) == (0, 0)
 
 
 def test_context_windows_maps_to_options(N):
@@ -188,6 +191,22 @@ def test_chain_matches_animate(N, loaded, inputs, tiny_models, comfy):
                                    scheduler={"sampler": "ddim", "beta_schedule": "linear"}, context=opts)
     assert out.shape == (6, 4, 16, 8) and out.dtype == torch.float32
     torch.testing.assert_close(out * 0.18215, expected, atol=CHAIN_TOLERANCE, rtol=0)
+
+
+def test_sampler_pose_temperature_matches_animate(N, loaded, inputs, tiny_models):
+    # the fixture's pose images have a noisy grey background; the map needs pixels that are black
+    poses = inputs.poses * (inputs.poses.mean(-1, keepdim=True) > 0.55)
+    ref, pose = encode(N, loaded, inputs, poses=poses)
+    opts = context(N)
+    plain = sampler(N, loaded, ref, pose, context=opts)["samples"]
+    out = sampler(N, loaded, ref, pose, context=opts, pose_temperature=3.0)["samples"]
+    scaled = inputs.latents / 0.18215 * 0.18215
+    expected = poseanimate.animate(tiny_models, reference_latents=scaled, image_embeds=inputs.embeds,
+                                   pose_images=poses, seed=7, steps=2, cfg=3.5,
+                                   scheduler={"sampler": "ddim", "beta_schedule": "linear"}, context=opts,
+                                   pose_temperature=3.0)
+    torch.testing.assert_close(out * 0.18215, expected, atol=CHAIN_TOLERANCE, rtol=0)
+    assert (out - plain).abs().max() > 1e-3
 
 
 def test_sampler_progress_and_preview(N, loaded, inputs, monkeypatch):
