@@ -27,6 +27,7 @@ from ..models.unet import AttentionState
 from .animate_anyone import check_pose_images, pose_input
 from .engine import VAE_SCALE, check_finite, check_sampling, make_noise, run_sampler
 from .families import context_settings, get_family, scheduler_settings
+from .temperature import PoseTemperature, check_strength, grid_sizes
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +50,15 @@ class MagicAnimateModel:
     """The window model (see :mod:`.engine`): ``(x [n, L, 4, h, w], t, windows, branches) ->
     [len(branches), n, L, 4, h, w]`` epsilon predictions."""
 
-    def __init__(self, networks, reference_latents, text_embeds, pose_images, *, device=None, dtype=None,
-                 control_chunk=16):
+    def __init__(self, networks, reference_latents, text_embeds, pose_images, *, temperature=None, device=None,
+                 dtype=None, control_chunk=16):
         self.encoder, self.unet = networks.appearance_encoder, networks.denoising_unet
         self.controlnet = networks.controlnet
         self.device = device or self.unet.conv_in.weight.device
         self.dtype = dtype or self.unet.dtype
         self.reference = torch.as_tensor(reference_latents).to(device=self.device, dtype=self.dtype)
         self.text = torch.as_tensor(text_embeds).to(device=self.device, dtype=self.dtype)
-        self.poses = pose_images
+        self.poses, self.temperature = pose_images, temperature
         self.control_chunk = control_chunk
         self.readers = _midup(self.unet)
         self._t = None
@@ -108,7 +109,9 @@ class MagicAnimateModel:
         lat = x.reshape(n * length, *x.shape[2:]).to(self.dtype).repeat(rows, 1, 1, 1)
         context = self.text.expand(lat.shape[0], -1, -1)
         plain = n if "uncond" in branches else 0
-        state = AttentionState(frames=length, reference=self.ref_kv, plain_rows=plain, residuals=(skips, mid))
+        tau = None if self.temperature is None else self.temperature(windows, rows)
+        state = AttentionState(frames=length, reference=self.ref_kv, plain_rows=plain, residuals=(skips, mid),
+                               temperature=tau)
         out = self.unet(lat, t, context, state).float()
         return out.reshape(rows, n, length, *out.shape[1:])
 
@@ -139,10 +142,7 @@ def sample(networks, *, reference_latents, text_embeds, pose_images, noise, step
     ``controlnet``) on ``device`` in ``dtype`` (default: the UNet's). Returns float32 latents on the CPU."""
     lat, text, poses = check_inputs(reference_latents, text_embeds, pose_images,
                                     networks.denoising_unet.config.cross_attention_dim)
-    if pose_temperature < 0:
-        raise ValueError(f"pose_temperature must be >= 0 (0: off; TCAN uses 3), got {pose_temperature}")
-    if pose_temperature > 0:
-        raise ValueError("pose_temperature: TCAN's temperature map is not in this version yet; use 0")
+    check_strength(pose_temperature)
     opts = context_settings("magicanimate", context)
     if cfg <= 1 and opts.schedule == "moore":
         # Moore's unguided pipeline sums overlapping windows; MagicAnimate's has no unguided path: average.
@@ -156,7 +156,11 @@ def sample(networks, *, reference_latents, text_embeds, pose_images, noise, step
                     "know; expect weaker motion. Use a context length of at most %d.",
                     min(opts.length, frames), trained_length, trained_length)
     device = device or networks.denoising_unet.conv_in.weight.device
-    model = MagicAnimateModel(networks, lat, text, poses[:frames], device=device,
+    temperature = None
+    if pose_temperature:
+        grids = grid_sizes(*noise.shape[-2:], len(networks.denoising_unet.config.block_out_channels))
+        temperature = PoseTemperature(poses[:frames], pose_temperature, grids, device)
+    model = MagicAnimateModel(networks, lat, text, poses[:frames], temperature=temperature, device=device,
                               dtype=dtype or networks.denoising_unet.dtype)
     return run_sampler(model, noise, steps=steps, cfg=cfg, scheduler=scheduler_settings("magicanimate", scheduler),
                        context=opts, callback=callback, seed=seed, device=device)

@@ -39,36 +39,43 @@ def _context(meta):
             "schedule": "moore", "fuse": "flat", "window_batch": meta["context_batch_size"]}
 
 
-KNOWN_GAP = 2e-3  # where this engine lands today: 1.08e-3 (see the xfail below); guards against regressions
+KNOWN_GAP = 2.5e-3  # where this engine lands today: 1.08e-3 / 1.7e-3 (see the xfail below); guards regressions
 
 
-@pytest.mark.xfail(strict=True, reason="float32 lands at 1.08e-3 max abs (mean 1.2e-4) of the 1e-3 pass line, while "
-                                       "the same engine in float64 lands at 2.6e-5: the semantics match, some float32 "
-                                       "step loses precision (not the stored pe, the fp16 bank or the attention kernel)")
-def test_reference_pipeline_parity():
-    assert _parity_gap() < TOLERANCE
+FLOAT32_GAP = ("float32 lands at 1.08e-3 (ma-shared) and 1.7e-3 (tcan-shared) max abs, mean 1.2e-4 / 1.7e-4, of the "
+               "1e-3 pass line, while the same engine in float64 lands at 2.6e-5 on ma-shared: the semantics match, "
+               "some float32 step loses precision (not the stored pe, the fp16 bank or the attention kernel)")
 
 
-def test_reference_pipeline_parity_known_gap():
-    assert _parity_gap() < KNOWN_GAP
+@pytest.mark.xfail(strict=True, reason=FLOAT32_GAP)
+@pytest.mark.parametrize("name", ["ma-shared", "tcan-shared"])
+def test_reference_pipeline_parity(name):
+    assert _parity_gap(name) < TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["ma-shared", "tcan-shared"])
+def test_reference_pipeline_parity_known_gap(name):
+    """Where the engine lands today, to catch regressions; TCAN's map off would be 0.29 away on tcan-shared."""
+    assert _parity_gap(name) < KNOWN_GAP
 
 
 _GAP = {}
 
 
-def _parity_gap():
-    if "ma-shared" in _GAP:
-        return _GAP["ma-shared"]
-    path, meta, tensors, controls = _fixture("ma-shared")
+def _parity_gap(name):
+    if name in _GAP:
+        return _GAP[name]
+    path, meta, tensors, controls = _fixture(name)
     models = poseanimate.load_models(path, device="cpu", dtype=torch.float32)
     assert models.family == "magicanimate"
     out = poseanimate.animate(models, reference_latents=tensors["ref_latents"], text_embeds=tensors["text_embeddings"],
                               pose_images=controls, noise=tensors["noise"], steps=meta["steps"],
-                              cfg=meta["guidance_scale"], scheduler=_scheduler(meta), context=_context(meta))
+                              cfg=meta["guidance_scale"], scheduler=_scheduler(meta), context=_context(meta),
+                              pose_temperature=3.0 if meta.get("tcan_ptm") else 0.0)
     expected = tensors["expected_latents"][0].transpose(0, 1)
     assert out.shape == expected.shape
-    _GAP["ma-shared"] = (out - expected).abs().max().item()
-    return _GAP["ma-shared"]
+    _GAP[name] = (out - expected).abs().max().item()
+    return _GAP[name]
 
 
 @pytest.fixture(scope="module")
