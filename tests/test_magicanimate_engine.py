@@ -39,26 +39,7 @@ def _context(meta):
             "schedule": "moore", "fuse": "flat", "window_batch": meta["context_batch_size"]}
 
 
-KNOWN_GAP = 2e-3  # where this engine lands today: 1.08e-3 (see the xfail below); guards against regressions
-
-
-@pytest.mark.xfail(strict=True, reason="float32 lands at 1.08e-3 max abs (mean 1.2e-4) of the 1e-3 pass line, while "
-                                       "the same engine in float64 lands at 2.6e-5: the semantics match, some float32 "
-                                       "step loses precision (not the stored pe, the fp16 bank or the attention kernel)")
 def test_reference_pipeline_parity():
-    assert _parity_gap() < TOLERANCE
-
-
-def test_reference_pipeline_parity_known_gap():
-    assert _parity_gap() < KNOWN_GAP
-
-
-_GAP = {}
-
-
-def _parity_gap():
-    if "ma-shared" in _GAP:
-        return _GAP["ma-shared"]
     path, meta, tensors, controls = _fixture("ma-shared")
     models = poseanimate.load_models(path, device="cpu", dtype=torch.float32)
     assert models.family == "magicanimate"
@@ -67,8 +48,7 @@ def _parity_gap():
                               cfg=meta["guidance_scale"], scheduler=_scheduler(meta), context=_context(meta))
     expected = tensors["expected_latents"][0].transpose(0, 1)
     assert out.shape == expected.shape
-    _GAP["ma-shared"] = (out - expected).abs().max().item()
-    return _GAP["ma-shared"]
+    assert (out - expected).abs().max().item() < TOLERANCE  # lands at 3.3e-5
 
 
 @pytest.fixture(scope="module")
