@@ -81,7 +81,7 @@ class TemporalTransformer(torch.nn.Module):
             y = block(y, temperature)
         y = y.reshape(b, h * w, frames, c).transpose(1, 2).reshape(bf, h * w, c)
         y = self.proj_out(y)
-        return y.reshape(bf, h, w, c).permute(0, 3, 1, 2) + x
+        return y.reshape(bf, h, w, c).permute(0, 3, 1, 2).contiguous() + x
 
 
 class MotionModule(torch.nn.Module):

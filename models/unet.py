@@ -172,7 +172,7 @@ class SpatialTransformer(torch.nn.Module):
         y = self.proj_in(self.norm(x)).permute(0, 2, 3, 1).reshape(b, h * w, c)
         for block in self.transformer_blocks:
             y = block(y, context, state)
-        y = y.reshape(b, h, w, c).permute(0, 3, 1, 2)
+        y = y.reshape(b, h, w, c).permute(0, 3, 1, 2).contiguous()
         return self.proj_out(y) + x
 
 

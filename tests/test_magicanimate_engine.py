@@ -39,24 +39,10 @@ def _context(meta):
             "schedule": "moore", "fuse": "flat", "window_batch": meta["context_batch_size"]}
 
 
-KNOWN_GAP = 2.5e-3  # where this engine lands today: 1.08e-3 / 1.7e-3 (see the xfail below); guards regressions
-
-
-FLOAT32_GAP = ("float32 lands at 1.08e-3 (ma-shared) and 1.7e-3 (tcan-shared) max abs, mean 1.2e-4 / 1.7e-4, of the "
-               "1e-3 pass line, while the same engine in float64 lands at 2.6e-5 on ma-shared: the semantics match, "
-               "some float32 step loses precision (not the stored pe, the fp16 bank or the attention kernel)")
-
-
-@pytest.mark.xfail(strict=True, reason=FLOAT32_GAP)
 @pytest.mark.parametrize("name", ["ma-shared", "tcan-shared"])
 def test_reference_pipeline_parity(name):
+    """ma-shared: MagicAnimate's pipeline; tcan-shared: the same with TCAN's map (off, it would be 0.29 away)."""
     assert _parity_gap(name) < TOLERANCE
-
-
-@pytest.mark.parametrize("name", ["ma-shared", "tcan-shared"])
-def test_reference_pipeline_parity_known_gap(name):
-    """Where the engine lands today, to catch regressions; TCAN's map off would be 0.29 away on tcan-shared."""
-    assert _parity_gap(name) < KNOWN_GAP
 
 
 _GAP = {}

@@ -159,3 +159,15 @@ def test_shared_fixture_loads():
     models = poseanimate.load_models(shared_fixture("ma-shared"), device="cpu")
     assert models.family == "magicanimate"
     assert models.denoising_unet.config.block_out_channels == (32, 32, 32, 64)
+
+
+def test_transformers_return_contiguous_maps():
+    # Like the reference (`.contiguous()` after the permute back): a channels-last map would send the next
+    # GroupNorm pooled over frames to torch's channels-last kernel, which cost 1e-3 of parity in float32.
+    from poseanimate.models.motion_module import MotionModule
+    from poseanimate.models.unet import SpatialTransformer
+    torch.manual_seed(0)
+    x = torch.randn(4, 32, 4, 2)
+    spatial = SpatialTransformer(32, 8, 16, 32, 0)
+    assert spatial(x, torch.randn(4, 3, 16), AttentionState()).is_contiguous()
+    assert MotionModule(32)(x, 2).is_contiguous()
