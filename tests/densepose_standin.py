@@ -8,6 +8,7 @@ a fine segmentation that lays the 24 parts out like a standing person facing the
 (:data:`LAYOUT`), and U, V that run from 0 to 1 across the box. Nobody found: N = 0 tensors.
 """
 
+import os
 import warnings
 from typing import List, Tuple
 
@@ -86,5 +87,6 @@ def write_densepose(path, channels=(0,), threshold=100.0):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
         module = torch.jit.script(DensePoseStandIn(list(channels), threshold))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     module.save(str(path))
     return path
