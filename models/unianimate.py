@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .attention import Attention, FeedForward, sdpa_attention
 from .loading import CheckpointError, default_device, default_dtype, read_state_dict
+from .unet import Upsample
 
 log = logging.getLogger(__name__)
 
@@ -256,15 +257,6 @@ class Downsample(torch.nn.Module):
 
     def forward(self, x):
         return self.op(x)
-
-
-class Upsample(torch.nn.Module):
-    def __init__(self, channels, *, dtype=None, device=None, operations=torch.nn):
-        super().__init__()
-        self.conv = operations.Conv2d(channels, channels, 3, padding=1, dtype=dtype, device=device)
-
-    def forward(self, x, size):
-        return self.conv(F.interpolate(x, size=size, mode="nearest"))
 
 
 class UniAnimateUNet(torch.nn.Module):
