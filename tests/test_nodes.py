@@ -129,7 +129,7 @@ def test_schemas(N):
     assert (ctx["window_batch"].default, ctx["freenoise"].default) == (1, False)
     samp = {i.id: i for i in N.listed["PoseAnimateSampler"].GET_SCHEMA().inputs}
     assert samp["context"].optional and (samp["steps"].default, samp["cfg"].default) == (20, 3.5)
-    assert (samp["sampler"].default, samp["beta_schedule"].options) == ("ddim", ["scaled_linear", "linear"])
+    assert (samp["sampler"].default, samp["beta_schedule"].options) == ("ddim", ["auto", "scaled_linear", "linear"])
     assert list(samp)[-1] == "pose_temperature"  # appended: saved workflows keep their widget values
     ptm = samp["pose_temperature"]
     assert ptm.optional and (ptm.default, ptm.min) == (0, 0)
