@@ -5,7 +5,14 @@
 Opens the ComfyUI page in a fresh browser profile, loads WORKFLOW.json into the canvas with the
 page's ``app.loadGraphData``, waits for it to draw and saves a PNG: the whole window (``--fit``:
 zoomed to show every node) or, with ``--node``, the first node of that type. Prints the page's
-errors and failed requests, so a frontend extension that failed to load shows up.
+errors and failed requests, so a frontend extension that failed to load shows up, and exits with
+status 1 after saving when a node type of the workflow is not registered in that ComfyUI (the
+frontend's "Some Nodes Are Missing" case).
+
+It loads the workflow only once the page has finished ComfyUI's setup (``window.app`` is set after
+the node definitions from /object_info are registered): the app's graph and canvas exist before
+that, and a workflow loaded in between is checked against an empty node list, so the frontend
+reports every node type, core ones included, as missing.
 
 Needs Playwright for Python (``pip install playwright``) and a Chromium; Debian's
 (``apt-get install chromium``) is used by default, no browser download needed.
@@ -19,7 +26,7 @@ import tempfile
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 
-APP = "window.comfyAPI?.app?.app"
+APP = "window.app"  # assigned by the page once app.setup() (node registration included) has finished
 
 LOAD = """async ([workflow, nodeType]) => {
   const app = %s;
@@ -28,6 +35,9 @@ LOAD = """async ([workflow, nodeType]) => {
   if (nodeType && !app.graph.nodes.some((n) => n.type === nodeType)) return `no ${nodeType} node in the workflow`;
   return null;
 }""" % APP
+
+MISSING = """(workflow) => [...new Set(workflow.nodes.map((n) => n.type))]
+  .filter((type) => !(type in window.LiteGraph.registered_node_types))"""
 
 # Centres the nodes (all, with their groups, or the first of a type) below the menu bars, zoomed to fit
 # (at most `zoom`), and returns their rectangle on the page, title bars included.
@@ -52,12 +62,13 @@ FOCUS = """([nodeType, zoom, margin]) => {
 
 
 def quiet_settings(route):
-    """The user's settings, without the first-run template browser and the minimap (for this page only)."""
+    """The user's settings, without the first-run template browser, the minimap and the canvas statistics
+    (for this page only)."""
     if route.request.method != "GET":
         return route.continue_()
     response = route.fetch()
     settings = response.json()
-    settings.update({"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False})
+    settings.update({"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False})
     route.fulfill(response=response, json=settings)
 
 
@@ -101,7 +112,8 @@ def main(argv=None):
         page.route("**/api/settings", quiet_settings)
         page.goto(args.url, wait_until="networkidle", timeout=60_000)
         page.wait_for_function(f"{APP}?.graph && {APP}?.canvas", timeout=60_000)
-        page.wait_for_timeout(1000)
+        page.wait_for_timeout(1000)  # the page then restores its previous (default) workflow
+        missing = page.evaluate(MISSING, workflow)
         problem = page.evaluate(LOAD, [workflow, args.node])
         if problem:
             sys.exit(f"screenshot: {problem} ({args.workflow})")
@@ -116,6 +128,9 @@ def main(argv=None):
     for e in errors:
         print("page error:", e)
     print(f"wrote {args.out}")
+    if missing:
+        sys.exit(f"screenshot: node types this ComfyUI does not have: {', '.join(missing)} (install the node "
+                 f"pack that provides them, or fix the type names in {args.workflow})")
 
 
 if __name__ == "__main__":
