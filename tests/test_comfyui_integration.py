@@ -187,6 +187,24 @@ def test_pack_loads_as_a_custom_node(server):
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=os.path.basename)
+def test_example_workflow_lists_the_inputs_the_nodes_have(server, workflow):
+    """A workflow saved before a node gained an input opens with that node grown over its neighbours and
+    the new widget at its default: every saved node lists the inputs the server's node has now, and a
+    widget value for each widget input."""
+    for node in json.load(open(workflow))["nodes"]:
+        spec = server.object_info.get(node["type"])
+        if spec is None:
+            continue
+        inputs = {**spec["input"].get("required", {}), **spec["input"].get("optional", {})}
+        saved = [entry["name"] for entry in node.get("inputs", [])]
+        where = f"{os.path.basename(workflow)}: {node['type']} (id {node['id']})"
+        assert sorted(saved) == sorted(inputs), f"{where} lists inputs {saved}, the node has {sorted(inputs)}"
+        widgets = sum(1 + bool(len(v) > 1 and v[1].get("control_after_generate")) for v in inputs.values()
+                      if isinstance(v[0], list) or v[0] in WIDGET_TYPES)
+        assert len(node.get("widgets_values") or []) >= widgets, f"{where}: {node.get('widgets_values')}"
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=os.path.basename)
 def test_example_workflow_makes_a_video(server, workflow):
     prompt = to_api(json.load(open(workflow)), server.object_info)
     if os.path.basename(workflow) == "unianimate.json":

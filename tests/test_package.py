@@ -110,3 +110,42 @@ def test_example_workflows_open_readable_with_every_node_in_view(name):
                (y + h + oy) * scale + top)
         assert left <= box[0] and top <= box[1] and box[2] <= right and box[3] <= bottom, \
             f"{name}: {node['type']} (id {node['id']}) is outside a 1600x1000 window at the saved view: {box}"
+
+
+# Above a node's title bar the frontend draws the node's badges (our pack's "PoseAnimate" label, about 20 px).
+BADGE = 20
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(ROOT, "example_workflows"))))
+def test_example_workflows_nodes_do_not_overlap(name):
+    workflow = json.load(open(os.path.join(ROOT, "example_workflows", name)))
+    boxes = []
+    for node in workflow["nodes"]:
+        (x, y), (w, h) = node["pos"], node["size"]
+        top = y - 30 - (BADGE if node["type"].startswith("PoseAnimate") else 0)
+        boxes.append((node, (x, top, x + w, y + h)))
+    for i, (a, (ax0, ay0, ax1, ay1)) in enumerate(boxes):
+        for b, (bx0, by0, bx1, by1) in boxes[i + 1:]:
+            assert not (ax0 < bx1 and bx0 < ax1 and ay0 < by1 and by0 < ay1), \
+                f"{name}: {a['type']} (id {a['id']}) and {b['type']} (id {b['id']}) overlap"
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(ROOT, "example_workflows"))))
+def test_example_workflows_links_match_the_slots_and_name_the_registry_id(name):
+    """The frontend checks each link against the slots it joins (a mismatch is 'repaired' with an error
+    in the browser console); cnr_id is how the frontend and the Manager find the pack of a missing
+    node: the registry id, which is the project name."""
+    workflow = json.load(open(os.path.join(ROOT, "example_workflows", name)))
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    for link_id, origin, origin_slot, target, target_slot, kind in workflow["links"]:
+        assert nodes[target]["inputs"][target_slot]["link"] == link_id, f"{name}: link {link_id}'s target slot"
+        assert nodes[target]["inputs"][target_slot]["type"] == kind, f"{name}: link {link_id}'s type"
+        assert link_id in nodes[origin]["outputs"][origin_slot]["links"], f"{name}: link {link_id}'s origin slot"
+    linked = {e["link"] for n in workflow["nodes"] for e in n.get("inputs", []) if e.get("link") is not None}
+    assert linked == {link[0] for link in workflow["links"]}
+    registry_id = tomllib.load(open(os.path.join(ROOT, "pyproject.toml"), "rb"))["project"]["name"]
+    for node in workflow["nodes"]:
+        if node["type"].startswith("PoseAnimate"):
+            assert node["properties"]["cnr_id"] == registry_id, f"{name}: {node['type']} (id {node['id']})"
+        else:
+            assert node["properties"].get("cnr_id") in (None, "comfy-core"), f"{name}: {node['type']}"

@@ -20,6 +20,7 @@ Needs Playwright for Python (``pip install playwright``) and a Chromium; Debian'
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 
@@ -28,9 +29,9 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 
 APP = "window.app"  # assigned by the page once app.setup() (node registration included) has finished
 
-LOAD = """async ([workflow, nodeType]) => {
+LOAD = """async ([workflow, nodeType, name]) => {
   const app = %s;
-  await app.loadGraphData(workflow, true, true, "screenshot");
+  await app.loadGraphData(workflow, true, true, name);
   if (!app.graph.nodes.length) return "the workflow loaded no nodes";
   if (nodeType && !app.graph.nodes.some((n) => n.type === nodeType)) return `no ${nodeType} node in the workflow`;
   return null;
@@ -114,7 +115,8 @@ def main(argv=None):
         page.wait_for_function(f"{APP}?.graph && {APP}?.canvas", timeout=60_000)
         page.wait_for_timeout(1000)  # the page then restores its previous (default) workflow
         missing = page.evaluate(MISSING, workflow)
-        problem = page.evaluate(LOAD, [workflow, args.node])
+        name = os.path.splitext(os.path.basename(args.workflow))[0]
+        problem = page.evaluate(LOAD, [workflow, args.node, name])
         if problem:
             sys.exit(f"screenshot: {problem} ({args.workflow})")
         page.wait_for_timeout(args.wait * 1000)
