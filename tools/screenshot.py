@@ -125,6 +125,10 @@ def main(argv=None):
             rect = page.evaluate(FOCUS, [args.node, args.zoom, 12])
             clip = rect if args.node else None
             page.wait_for_timeout(500)
+        shown = page.evaluate(f"{APP}.graph.nodes.length")
+        if shown != len(workflow["nodes"]):
+            sys.exit(f"screenshot: the page shows {shown} nodes, not the workflow's {len(workflow['nodes'])}: it "
+                     f"replaced the workflow after loading it (still starting up? try a longer --wait)")
         page.screenshot(path=args.out, clip=clip)
         browser.close()
     for e in errors:
