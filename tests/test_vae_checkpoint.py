@@ -1,41 +1,18 @@
 """The VAE of an LDM single-file checkpoint (UniAnimate's v2-1_512-ema-pruned.ckpt) read into diffusers'
 AutoencoderKL (models/sd_checkpoint.vae_to_diffusers), checked against diffusers' own converter."""
 
-import re
-
 import pytest
 import torch
 from diffusers import AutoencoderKL
 from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
-from poseanimate.models.sd_checkpoint import VAE_PREFIX, is_ldm_vae, vae_to_diffusers
+from cli_fixtures import ldm_vae as to_ldm
+from poseanimate.models.sd_checkpoint import is_ldm_vae, vae_to_diffusers
 
 SD_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
               down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
 TINY_VAE = dict(block_out_channels=(32, 64), layers_per_block=1, latent_channels=4,
                 down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
-
-
-def to_ldm(sd, levels):
-    """diffusers' AutoencoderKL keys -> LDM's (``first_stage_model.*``): test-only, validated below by
-    diffusers' converter giving the original back."""
-    out = {}
-    for key, value in sd.items():
-        k = re.sub(r"down_blocks\.(\d+)\.resnets\.", r"down.\1.block.", key)
-        k = re.sub(r"down_blocks\.(\d+)\.downsamplers\.0\.", r"down.\1.downsample.", k)
-        k = re.sub(r"up_blocks\.(\d+)\.resnets\.", lambda m: f"up.{levels - 1 - int(m.group(1))}.block.", k)
-        k = re.sub(r"up_blocks\.(\d+)\.upsamplers\.0\.", lambda m: f"up.{levels - 1 - int(m.group(1))}.upsample.", k)
-        k = re.sub(r"mid_block\.resnets\.(\d)\.", lambda m: f"mid.block_{int(m.group(1)) + 1}.", k)
-        k = k.replace("conv_shortcut.", "nin_shortcut.").replace("conv_norm_out.", "norm_out.")
-        if ".mid_block.attentions.0." in k:
-            k = k.replace("mid_block.attentions.0.", "mid.attn_1.")
-            for new, old in (("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."),
-                             ("to_out.0.", "proj_out.")):
-                k = k.replace("attn_1." + new, "attn_1." + old)
-            if k.endswith("weight") and value.ndim == 2:
-                value = value[:, :, None, None]
-        out[VAE_PREFIX + k] = value
-    return out
 
 
 @pytest.fixture(scope="module")
