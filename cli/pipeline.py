@@ -504,8 +504,6 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
         if first_frame and not uni:
             raise JobError(f"--first-frame is UniAnimate's (--variant unianimate); {variant} networks have no such "
                            "input: leave it out")
-        if uni and pose_temperature:
-            raise JobError("--pose-temperature is not available for UniAnimate networks yet; leave it out")
         ref_pose_file = reference_pose_file(driving) if uni and kind == "images" else None
         # MagicAnimate reads SD1.5's text embedding of the empty prompt instead of a CLIP image embedding.
         components = ["networks", "vae", "text_encoder" if dense else "clip_vision"]
@@ -553,11 +551,10 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
                         net_folder, family, variant, family)
         if kind != "images" and not dense:
             pose_images = render_frames(poses, width, height, style=family)
+        extra = {"pose_temperature": pose_temperature}
         if uni:
-            extra = {"reference_pose": torch.from_numpy(_reference_pose(subject, ref_pose_file, width, height)),
-                     "first_frame": first_frame}
-        else:
-            extra = {"pose_temperature": pose_temperature}
+            extra.update(reference_pose=torch.from_numpy(_reference_pose(subject, ref_pose_file, width, height)),
+                         first_frame=first_frame)
         vae, conditioning, embeds, where = _conditioning(family, image, width, height, root, device, dtype, cache)
         if embeds.shape[-1] != nets.embed_dim:
             raise JobError(f"{where} gives {embeds.shape[-1]}-wide embeddings but the networks in {net_folder} "

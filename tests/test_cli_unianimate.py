@@ -93,27 +93,27 @@ def test_a_unianimate_pose_folder_gives_the_reference_pose_and_no_dwpose_is_need
     out = pipeline.animate_video(str(work / "character.png"), str(work / "poses"), str(tmp_path / "out.mp4"),
                                  models=str(models), variant="unianimate", **SIZE, **FAST)
     assert out["frames"] == 4  # ref_pose.jpg is not a driving frame
-    expected = np.asarray(Image.open(work / "poses" / "ref_pose.jpg").convert("RGB"))
+    expected = np.array(Image.open(work / "poses" / "ref_pose.jpg").convert("RGB"))
     assert torch.equal(seen["reference_pose"], torch.from_numpy(expected))
     assert seen["pose_images"].shape == (4, 96, 64, 3)
     assert seen["image_embeds"].shape == (1, CONTEXT) and seen["text_embeds"].shape == (1, 77, CONTEXT)
     assert seen["reference_latents"].shape == (1, 4, 12, 8) and seen["reference_image"].shape == (96, 64, 3)
-    assert seen["first_frame"] is False and "pose_temperature" not in seen
+    assert seen["first_frame"] is False and seen["pose_temperature"] == 0
 
 
 def test_family_defaults_and_first_frame(work, tmp_path, monkeypatch):
     seen = capture(monkeypatch)
     fast = {k: v for k, v in FAST.items() if k not in ("steps", "cfg")}
     pipeline.animate_video(str(work / "character.png"), str(work / "driving.mp4"), str(tmp_path / "out.mp4"),
-                           models=str(work / "models"), variant="unianimate", first_frame=True, **SIZE, **fast)
-    assert (seen["steps"], seen["cfg"], seen["first_frame"]) == (30, 2.5, True)
+                           models=str(work / "models"), variant="unianimate", first_frame=True, pose_temperature=3.0,
+                           **SIZE, **fast)
+    assert (seen["steps"], seen["cfg"], seen["first_frame"], seen["pose_temperature"]) == (30, 2.5, True, 3.0)
     # the character's own pose (DWPose stand-in), drawn in UniAnimate's style at the video size
     assert seen["reference_pose"].shape == (96, 64, 3) and seen["reference_pose"].max() > 0
 
 
 @pytest.mark.parametrize("options, message", [
     (dict(variant="moore", first_frame=True), "--first-frame is UniAnimate's"),
-    (dict(variant="unianimate", pose_temperature=3.0), "--pose-temperature is not available for UniAnimate"),
 ])
 def test_options_other_families_do_not_have(work, tmp_path, options, message):
     with pytest.raises(JobError, match=message):
