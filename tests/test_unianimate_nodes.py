@@ -116,8 +116,9 @@ def test_comfyui_empty_prompt_is_the_reference_zero_y(comfy, tmp_path):
     with safe_open(os.path.join(os.path.dirname(__file__), "data", "open_clip", "expected.safetensors"), "pt") as f:
         shapes = json.loads(f.metadata()["meta"])["shapes"]
         zero_y = f.get_tensor("zero_y")
-    text = {k: v for k, v in state_dict(shapes).items() if not k.startswith("visual.")}
     width, heads, layers = TINY["text_width"], TINY["text_heads"], TINY["text_layers"]
+    text = {k: v for k, v in state_dict(shapes).items() if not k.startswith("visual.")}
+    text["text_projection"] = torch.eye(width)  # ComfyUI's is width x width (as ViT-H's); zero_y does not use it
     sd = utils.clip_text_transformers_convert({"cond_stage_model.model." + k: v for k, v in text.items()},
                                               "cond_stage_model.model.", "clip_h.transformer.")
     config = {"architectures": ["CLIPTextModel"], "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0,
@@ -143,7 +144,9 @@ def test_sampler_defaults_auto_schedule_and_pose_temperature(N, loaded, inputs):
     """A new Sampler node's defaults (beta_schedule auto) run UniAnimate with its own schedule, and the pose
     temperature map reaches its temporal transformers."""
     reference = _reference(N, loaded, inputs)
-    (pose,) = N.models.PoseGuiderEncode.execute(models=loaded, pose_images=inputs.poses).args
+    strokes = torch.zeros_like(inputs.poses)
+    strokes[:, 96:160, 48:80] = 1  # on black, so the temperature map is not 1 everywhere
+    (pose,) = N.models.PoseGuiderEncode.execute(models=loaded, pose_images=inputs.poses * strokes).args
     args = dict(models=loaded, reference=reference, pose=pose, seed=7, steps=2, cfg=2.5, sampler="ddim", frames=0)
     (auto,) = N.sampling.Sampler.execute(beta_schedule="auto", **args).args
     (scaled,) = N.sampling.Sampler.execute(beta_schedule="scaled_linear", **args).args
