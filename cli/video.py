@@ -24,10 +24,11 @@ def x264_instruction_sets():
     """x264's ``asm`` option naming the instruction sets it found on this CPU less AVX-512, or None where it found no
     AVX-512 (or did not say what it found).
 
-    x264's AVX-512 MB-tree propagation (core 165, as in PyPI's av wheels) handles 8 macroblocks at a time and does
-    not mask the ones past the end of a row, so when the width is not a multiple of 128 pixels it adds amounts read
-    from past the end of its buffers: the same frames then encode differently from run to run. Without AVX-512
-    x264 gives the same bytes each run, and the same bytes as with it wherever the width is a multiple of 128."""
+    x264's AVX-512 MB-tree propagation (core 165, as in PyPI's av wheels) works on 8 macroblocks at a time and,
+    unlike its AVX2 code, does not leave out those past the end of a row, so where the width is not a multiple of
+    128 pixels it can add amounts read from past a row's data: 64 pixels wide, the same frames encoded differently
+    from run to run. Without AVX-512 x264 gives the same bytes each run, and where the width is a multiple of 128
+    the same bytes as with it."""
     import av
     import av.logging
 
