@@ -135,11 +135,12 @@ def check_inputs(reference_latents, text_embeds, pose_images, embed_dim):
 
 
 @torch.inference_mode()
-def sample(networks, *, reference_latents, text_embeds, pose_images, noise, steps, cfg, scheduler=None,
-           context=None, pose_temperature=0.0, callback=None, seed=0, trained_length=None, device=None,
-           dtype=None):
-    """Denoise ``noise`` ``[F, 4, h, w]`` with ``networks`` (``appearance_encoder``, ``denoising_unet``,
-    ``controlnet``) on ``device`` in ``dtype`` (default: the UNet's). Returns float32 latents on the CPU."""
+def window_model(networks, *, reference_latents, text_embeds, pose_images, noise, steps, cfg, scheduler=None,
+                 context=None, pose_temperature=0.0, callback=None, seed=0, trained_length=None, device=None,
+                 dtype=None):
+    """The window model that denoises ``noise`` ``[F, 4, h, w]`` with ``networks`` (``appearance_encoder``,
+    ``denoising_unet``, ``controlnet``) on ``device`` in ``dtype`` (default: the UNet's). Returns
+    ``(model, noise, run)``: ``run_sampler(model, noise, **run)`` samples."""
     lat, text, poses = check_inputs(reference_latents, text_embeds, pose_images,
                                     networks.denoising_unet.config.cross_attention_dim)
     check_strength(pose_temperature)
@@ -162,13 +163,19 @@ def sample(networks, *, reference_latents, text_embeds, pose_images, noise, step
         temperature = PoseTemperature(poses[:frames], pose_temperature, grids, device)
     model = MagicAnimateModel(networks, lat, text, poses[:frames], temperature=temperature, device=device,
                               dtype=dtype or networks.denoising_unet.dtype)
-    return run_sampler(model, noise, steps=steps, cfg=cfg, scheduler=scheduler_settings("magicanimate", scheduler),
-                       context=opts, callback=callback, seed=seed, device=device)
+    return model, noise, dict(steps=steps, cfg=cfg, scheduler=scheduler_settings("magicanimate", scheduler),
+                              context=opts, callback=callback, seed=seed, device=device)
 
 
-def animate(models, *, reference_latents, text_embeds, pose_images, noise=None, seed=None, steps, cfg,
-            scheduler=None, context=None, pose_temperature=0.0, callback=None):
-    """Animate the reference with DensePose images; returns latents ``[F, 4, h, w]`` (x 0.18215).
+def sample(networks, **inputs):
+    """Denoise with :func:`window_model` (the same inputs); returns float32 latents on the CPU."""
+    model, noise, run = window_model(networks, **inputs)
+    return run_sampler(model, noise, **run)
+
+
+def build_window_model(models, *, reference_latents, text_embeds, pose_images, noise=None, seed=None, steps, cfg,
+                       scheduler=None, context=None, pose_temperature=0.0, callback=None):
+    """What :func:`animate` samples: ``(model, noise, run)``, as :func:`window_model` returns them.
 
     ``reference_latents`` ``[1, 4, h, w]`` (VAE latents x 0.18215); ``text_embeds`` ``[1, 77, C]``: the SD1.5 text
     encoder's output for the empty prompt (both guidance branches get it, as in the reference);
@@ -189,6 +196,13 @@ def animate(models, *, reference_latents, text_embeds, pose_images, noise=None, 
             noise = noise[0].transpose(0, 1)
         if tuple(noise.shape) != shape:
             raise ValueError(f"noise must be {list(shape)} (frames, 4, h, w), got {list(noise.shape)}")
-    return sample(models, reference_latents=lat, text_embeds=text, pose_images=poses, noise=noise, steps=steps,
-                  cfg=cfg, scheduler=scheduler, context=opts, pose_temperature=pose_temperature, callback=callback,
-                  seed=0 if seed is None else seed, trained_length=models.trained_length)
+    return window_model(models, reference_latents=lat, text_embeds=text, pose_images=poses, noise=noise, steps=steps,
+                        cfg=cfg, scheduler=scheduler, context=opts, pose_temperature=pose_temperature,
+                        callback=callback, seed=0 if seed is None else seed, trained_length=models.trained_length)
+
+
+def animate(models, **inputs):
+    """Animate the reference with DensePose images (the inputs of :func:`build_window_model`); returns
+    latents ``[F, 4, h, w]`` (x 0.18215)."""
+    model, noise, run = build_window_model(models, **inputs)
+    return run_sampler(model, noise, **run)
