@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 
-from .download import DOWNLOAD_VARIANTS, VARIANTS, DownloadError
+from .download import VARIANTS, DownloadError
 
 PROG = "poseanimate"
 # Listed here rather than imported so --help needs no torch; tests check them against the registries.
@@ -55,11 +55,12 @@ def _animate_parser(sub):
     p.add_argument("-y", "--overwrite", action="store_true", help="replace OUT.mp4 if it exists (never an input)")
     _models_arguments(p)
     p.add_argument("--networks", metavar="DIR",
-                   help="folder with the four Animate Anyone files (default: MODELS/animate_anyone/<variant>)")
+                   help="folder with the variant's network files (default: MODELS/animate_anyone/<variant>)")
     p.add_argument("--variant", choices=VARIANTS,
-                   help="which networks: moore (Animate Anyone), musepose or magicanimate (driven by DensePose, "
-                        "conditioned on SD1.5's empty-prompt text embedding) (default: the first one present, "
-                        "moore first); the poses are drawn in the style of the networks loaded")
+                   help="which networks: moore (Animate Anyone), musepose, magicanimate (driven by DensePose, "
+                        "conditioned on SD1.5's empty-prompt text embedding) or unianimate (one video UNet, "
+                        "OpenCLIP and SD2.1's VAE) (default: the first one present, moore first); the poses are "
+                        "drawn in the style of the networks loaded")
     p.add_argument("--download", action="store_true", help="download missing model files first (network)")
     g = p.add_argument_group("video")
     g.add_argument("--width", type=int, help="video width, a multiple of 8 (default: from the character's "
@@ -68,16 +69,24 @@ def _animate_parser(sub):
     g.add_argument("--frames", type=_positive_int, help="at most this many frames (default: all)")
     g.add_argument("--fps", type=float, help="frame rate (default: the driving video's; 24 for pose input)")
     g = p.add_argument_group("poses")
-    g.add_argument("--retarget", choices=("neck", "driving", "off"), default="neck",
+    g.add_argument("--retarget", choices=("neck", "driving", "unianimate", "off"), default="neck",
                    help="fit the driving skeleton to the character's proportions, anchored on the character's "
-                        "neck (neck, default) or where the driving person stands (driving); off: poses as they are")
+                        "neck (neck, default) or where the driving person stands (driving); unianimate: "
+                        "UniAnimate's own alignment (scales measured on the first driving frame); off: poses as "
+                        "they are")
     g.add_argument("--smooth", choices=SMOOTHERS, default="none", help="smooth keypoints over time (default: none)")
     g = p.add_argument_group("sampling")
-    g.add_argument("--steps", type=_positive_int, default=20, help="denoising steps (default: 20)")
-    g.add_argument("--cfg", type=float, default=3.5, help="guidance scale; 1 or less skips guidance (default: 3.5)")
+    g.add_argument("--steps", type=_positive_int,
+                   help="denoising steps (default: the family's: 20 for moore and musepose, 25 for magicanimate, "
+                        "30 for unianimate, whose 30 runs 31 timesteps as its reference does)")
+    g.add_argument("--cfg", type=float, help="guidance scale; 1 or less skips guidance (default: the family's: "
+                                             "3.5 for moore and musepose, 7.5 for magicanimate, 2.5 for unianimate)")
     g.add_argument("--seed", type=int, default=42, help="noise seed (default: 42)")
     g.add_argument("--sampler", choices=SAMPLERS, help="sampler (default: ddim)")
     g.add_argument("--beta-schedule", choices=BETA_SCHEDULES, help="beta schedule (default: scaled_linear)")
+    g.add_argument("--first-frame", action="store_true",
+                   help="unianimate: the video starts from the character image (its local_image mode) instead "
+                        "of taking the character as a separate reference frame")
     g.add_argument("--pose-temperature", type=float, default=0.0, metavar="S",
                    help="TCAN's pose temperature map: the background (far from the skeleton) averages over time "
                         "for a steadier video; 0 = off (default), 3 = TCAN's value")
@@ -107,7 +116,7 @@ def _download_parser(sub):
                                    "the VAE and SD1.5's text encoder; for unianimate its UNet, the SD2.1 checkpoint "
                                    "(VAE, text encoder), OpenCLIP ViT-H-14 and DWPose) from the Hugging Face Hub; "
                                    "files already there are skipped.")
-    p.add_argument("--variant", choices=DOWNLOAD_VARIANTS, default="moore", help="default: moore")
+    p.add_argument("--variant", choices=VARIANTS, default="moore", help="default: moore")
     dest = p.add_mutually_exclusive_group()
     dest.add_argument("--dest", "--models", dest="models", metavar="DIR", help=MODELS_HELP)
     dest.add_argument("--comfyui", metavar="PATH", help="download into this ComfyUI install's models folder")
@@ -141,7 +150,7 @@ def _batch_parser(sub):
 
 def parser():
     p = argparse.ArgumentParser(prog=PROG, description="Animate a character image with a pose sequence "
-                                                       "(Animate Anyone / MusePose).")
+                                                       "(Animate Anyone, MusePose, MagicAnimate, UniAnimate).")
     sub = p.add_subparsers(dest="command", required=True, metavar="{animate,batch,download,convert}")
     _animate_parser(sub)
     _batch_parser(sub)
@@ -167,7 +176,8 @@ def animate_options(args):
         steps=args.steps, cfg=args.cfg, seed=args.seed, sampler=args.sampler, beta_schedule=args.beta_schedule,
         pose_temperature=args.pose_temperature, context=context or None, retarget=args.retarget, smooth=args.smooth,
         device=args.device, dtype=args.dtype, decode_chunk=args.decode_chunk, download=args.download,
-        overwrite=args.overwrite, progress=not args.quiet, workers=args.workers, ray=args.ray)
+        overwrite=args.overwrite, progress=not args.quiet, workers=args.workers, ray=args.ray,
+        first_frame=args.first_frame)
 
 
 def _run_animate(args):

@@ -8,11 +8,11 @@
     MODELS/vae/sd-vae-ft-mse/{config.json,diffusion_pytorch_model.safetensors}
     MODELS/clip_vision/sd-image-variations-image-encoder/{config.json,pytorch_model.bin}
 
-UniAnimate (``--variant unianimate``, download only: the command line's ``animate`` runs Animate Anyone):
+UniAnimate (``--variant unianimate``; the same files are on ModelScope as ``iic/unianimate``):
 
     MODELS/animate_anyone/unianimate/unianimate_16f_32f_non_ema_223000.pth
-    MODELS/checkpoints/v2-1_512-ema-pruned.ckpt        (its VAE and OpenCLIP text encoder)
-    MODELS/clip_vision/open_clip_pytorch_model.bin     (OpenCLIP ViT-H-14)
+    MODELS/checkpoints/v2-1_512-ema-pruned.ckpt        (SD2.1: its VAE; ComfyUI also reads its text encoder)
+    MODELS/clip_vision/open_clip_pytorch_model.bin     (OpenCLIP ViT-H-14: image and text towers)
 
 With ``--comfyui PATH`` MODELS is ``PATH/models``, so ComfyUI's own VAE and CLIP vision loaders list
 the same files. Files are fetched with huggingface_hub into ``MODELS/.downloads`` (where an
@@ -28,9 +28,9 @@ import sys
 import urllib.parse
 from dataclasses import dataclass
 
-VARIANTS = ("moore", "musepose", "magicanimate")
-DOWNLOAD_VARIANTS = (*VARIANTS, "unianimate")
+VARIANTS = ("moore", "musepose", "magicanimate", "unianimate")
 UNIANIMATE_REPO = "ZheWang123/UniAnimate"
+UNIANIMATE_MODELSCOPE = "https://www.modelscope.cn/models/iic/unianimate/files"
 NETWORK_FILES = ("reference_unet.pth", "denoising_unet.pth", "motion_module.pth", "pose_guider.pth")
 VAE_DIR = os.path.join("vae", "sd-vae-ft-mse")
 CLIP_DIR = os.path.join("clip_vision", "sd-image-variations-image-encoder")
@@ -137,10 +137,10 @@ COMPONENTS = {"moore": ("networks", "dwpose", "vae", "clip_vision"),
 def remotes(variant, components=None):
     """The files a variant needs, per component (``networks`` = the variant's own networks); all of
     them by default."""
-    if variant == "unianimate":
-        return {c: UNIANIMATE.get(c) or COMMON[c] for c in components or COMPONENTS[variant]}
     check_variant(variant)
     components = COMPONENTS[variant] if components is None else components
+    if variant == "unianimate":
+        return {c: UNIANIMATE.get(c) or COMMON[c] for c in components}
     return {c: _networks(variant) if c == "networks" else COMMON[c] for c in components}
 
 
@@ -209,10 +209,21 @@ class DownloadError(RuntimeError):
     """Some files could not be downloaded; the message lists every URL and where it goes."""
 
 
+def located(root, f):
+    """The path of ``f`` in ``root``: under its own name, else the first of its alternatives present."""
+    folder = os.path.join(root, os.path.dirname(f.dest))
+    for name in (os.path.basename(f.dest), *f.alternatives):
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    return os.path.join(root, f.dest)
+
+
 def manual_instructions(root, files):
     lines = ["Download these files by hand and put each one in the folder shown:"]
     for f in files:
         lines.append(f"  {f.url()}\n      -> {os.path.join(root, os.path.dirname(f.dest))}{os.sep}")
+    if any(f.repo == UNIANIMATE_REPO for f in files):
+        lines.append(f"UniAnimate's files are also on ModelScope, under the same names: {UNIANIMATE_MODELSCOPE}")
     lines.append("Then run the command again.")
     return "\n".join(lines)
 

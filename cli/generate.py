@@ -1,5 +1,6 @@
 """The torch half of the job: devices, the standalone VAE and CLIP image encoder, the reference
-conditioning exactly as Moore-AnimateAnyone builds it, the engine with a progress bar, chunked decoding."""
+conditioning exactly as Moore-AnimateAnyone (and UniAnimate) build it, the engine with a progress bar,
+chunked decoding."""
 
 import os
 import pickle
@@ -89,10 +90,11 @@ def empty_prompt_embeds(folder, device, dtype):
     return embeds.float().cpu()
 
 
-def clip_pixels(image):
+def clip_pixels(image, resample=Image.BICUBIC):
     """The CLIP encoder's input as Moore builds it: the image squashed to 224x224 (PIL's default
-    filter), scaled to [0, 1] and normalised; [1, 3, 224, 224] float32."""
-    x = np.asarray(image.resize((CLIP_SIZE, CLIP_SIZE)), dtype=np.float32) * np.float32(1 / 255)
+    filter, bicubic; UniAnimate's ``vit_transforms`` use bilinear), scaled to [0, 1] and normalised;
+    [1, 3, 224, 224] float32."""
+    x = np.asarray(image.resize((CLIP_SIZE, CLIP_SIZE), resample), dtype=np.float32) * np.float32(1 / 255)
     x = (x - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32)
     return torch.from_numpy(x).permute(2, 0, 1)[None].contiguous()
 
@@ -115,6 +117,63 @@ def reference_conditioning(image, width, height, vae, encoder):
     with torch.inference_mode():
         embeds = encoder(pixel_values=clip_pixels(image).to(encoder.device, encoder.dtype)).image_embeds
     return reference_latents(image, width, height, vae), embeds.float().cpu()
+
+
+def load_checkpoint_vae(path, device, dtype):
+    """The VAE of a single-file Stable Diffusion checkpoint (UniAnimate's v2-1_512-ema-pruned.ckpt, or a
+    .safetensors copy) as diffusers' AutoencoderKL; the rest of the file is never read into memory."""
+    from diffusers import AutoencoderKL
+
+    from ..models.loading import CheckpointError, read_state_dict
+    from ..models.sd_checkpoint import is_ldm_vae, vae_to_diffusers
+
+    try:
+        sd = read_state_dict(path)
+    except CheckpointError as e:
+        raise JobError(f"the VAE checkpoint {e}") from e
+    if not is_ldm_vae(sd):
+        raise JobError(f"{path} holds no VAE (no first_stage_model.* weights); it must be a Stable Diffusion "
+                       "checkpoint such as v2-1_512-ema-pruned.ckpt")
+    config, weights = vae_to_diffusers(sd)
+    with torch.device("meta"):
+        vae = AutoencoderKL(**config)
+    try:
+        vae.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, strict=True, assign=True)
+    except RuntimeError as e:
+        raise JobError(f"the VAE in {path} does not fit an SD VAE ({first_line(' '.join(str(e).split()))}); "
+                       "the file is damaged or from another model") from e
+    return vae.to(device).eval().requires_grad_(False)
+
+
+def load_open_clip(path, device, dtype):
+    """OpenCLIP ViT-H-14's image and text towers from ``open_clip_pytorch_model.bin``."""
+    from ..models.loading import CheckpointError
+    from ..models.open_clip import load_open_clip as load
+
+    try:
+        return load(path, device=device, dtype=dtype)
+    except CheckpointError as e:
+        raise JobError(f"OpenCLIP: {e}") from e
+
+
+def bilinear_pixels(image, width, height):
+    """UniAnimate's ``Resize`` + ``ToTensor``: PIL's bilinear filter to the video size, uint8 [H, W, 3]."""
+    return np.array(image.resize((width, height), Image.BILINEAR))
+
+
+def unianimate_conditioning(image, width, height, vae, clip):
+    """UniAnimate's reference inputs as its inference builds them: the VAE sees the image resized
+    (bilinear) to the video size in [-1, 1], the image tower the image squashed to 224x224
+    (bilinear, CLIP normalisation), the text tower the empty prompt. Returns ``animate``'s
+    ``reference_latents`` (the posterior's mean x 0.18215; the reference draws a sample),
+    ``image_embeds`` [1, C], ``text_embeds`` [1, 77, C] and ``reference_image`` uint8 [H, W, 3]."""
+    pixels = bilinear_pixels(image, width, height)
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode():
+        latents = vae.encode(x.sub(0.5).div(0.5).to(vae.device, vae.dtype)).latent_dist.mean
+    return {"reference_latents": (latents * VAE_SCALE).float().cpu(),
+            "image_embeds": clip.encode_image(clip_pixels(image, Image.BILINEAR)).cpu(),
+            "text_embeds": clip.empty_prompt().cpu(), "reference_image": torch.from_numpy(pixels)}
 
 
 def decode(vae, latents, writer, chunk=8, progress=None):

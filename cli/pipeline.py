@@ -5,7 +5,9 @@ smoothing, pose rendering in the networks' style, the engine, chunked VAE decodi
 at the driving frame rate. The reference conditioning is Moore-AnimateAnyone's: the CLIP image
 encoder sees the character squashed to 224x224 (CLIP normalisation, ``image_embeds``), the
 VAE sees it resized to the video size (Lanczos) and its ``latent_dist.mean`` x 0.18215 is the
-reference latent.
+reference latent. UniAnimate's is its own (``generate.unianimate_conditioning``): OpenCLIP's image
+and text towers, the SD2.1 checkpoint's VAE, bilinear resizing, and the character's own pose drawn
+in its style as the reference pose.
 """
 
 import contextlib
@@ -36,13 +38,14 @@ SHORT_SIDE = 512
 POSE_FPS = 24
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv")
-RETARGET = ("neck", "driving", "off")
+RETARGET = ("neck", "driving", "unianimate", "off")
 DTYPES = ("auto", "fp16", "bf16", "fp32")
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 DEFAULT_CHARACTER = os.path.join(ASSETS, "character.png")  # drawn by tools/make_assets.py
 DEFAULT_CHARACTER_POSE = os.path.join(ASSETS, "character.json")  # its skeleton: no DWPose needed
 DEFAULT_DRIVING = os.path.join(ASSETS, "dance.json")
 DENSEPOSE_FAMILIES = ("magicanimate",)  # driven by DensePose images instead of skeleton renders
+REFERENCE_POSE = "ref_pose"  # UniAnimate's pose folders hold the character's pose under this name
 
 
 class JobError(ValueError):
@@ -111,21 +114,31 @@ def _natural_key(name):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
+def reference_pose_file(folder):
+    """The character's pose in a pose-image folder laid out as UniAnimate's ``run_align_pose.py`` writes
+    it (``ref_pose.jpg`` beside the driving poses), or None."""
+    names = [n for n in os.listdir(folder) if os.path.splitext(n)[0] == REFERENCE_POSE
+             and n.lower().endswith(IMAGE_EXTENSIONS)]
+    return os.path.join(folder, sorted(names)[0]) if names else None
+
+
 def pose_image_names(folder):
-    names = sorted((n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)), key=_natural_key)
+    names = sorted((n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)
+                    and os.path.splitext(n)[0] != REFERENCE_POSE), key=_natural_key)
     if not names:
         raise JobError(f"--driving {folder} is a folder without pose images ({', '.join(IMAGE_EXTENSIONS)})")
     return names
 
 
-def pose_images_from_folder(folder, width, height, max_frames=None):
-    """A folder of pose images in name order, resized to the video size (Lanczos, as Moore's pipeline)."""
+def pose_images_from_folder(folder, width, height, max_frames=None, resample=Image.LANCZOS):
+    """A folder of pose images in name order (a ``ref_pose`` image left out), resized to the video size
+    (Lanczos, as Moore's pipeline; UniAnimate's uses bilinear)."""
     names = pose_image_names(folder)[:max_frames]
     images = np.empty((len(names), height, width, 3), dtype=np.uint8)
     for i, name in enumerate(names):
         image = load_image(os.path.join(folder, name), "pose image")
         if image.size != (width, height):
-            image = image.resize((width, height), Image.LANCZOS)
+            image = image.resize((width, height), resample)
         images[i] = np.asarray(image)
     return images
 
@@ -183,14 +196,15 @@ def prepare_output(output, inputs=(), overwrite=False):
 
 
 def check_options(*, frames, fps, steps, cfg, seed, context, decode_chunk):
-    """The numeric options, checked before any slow work; messages name the command line's options."""
+    """The numeric options, checked before any slow work; messages name the command line's options.
+    ``steps``/``cfg`` None: the family's defaults (sampling/families.py)."""
     for option, value in (("--frames", frames), ("--steps", steps), ("--decode-chunk", decode_chunk)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise JobError(f"{option} must be a whole number of at least 1, got {value!r}")
     if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
         raise JobError(f"--fps {fps} is not a frame rate; give a positive number such as 24, or leave it out to use "
                        "the driving video's")
-    if not (isinstance(cfg, (int, float)) and math.isfinite(cfg)):
+    if cfg is not None and not (isinstance(cfg, (int, float)) and math.isfinite(cfg)):
         raise JobError(f"--cfg {cfg} is not a guidance scale; give a finite number such as 3.5 "
                        "(1 or less: no guidance)")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
@@ -354,6 +368,15 @@ def driving_densepose(kind, driving, root, width, height, *, max_frames, fps, de
     return images, fps or video_fps
 
 
+def character_pose(character, dwpose, fix=""):
+    """DWPose on the character image (a PIL image); one line naming --character when nobody is found."""
+    subject = dwpose.detect(np.asarray(character))
+    if not subject.people:
+        raise JobError("--character: DWPose found no person in the character image; use an image that shows "
+                       f"the character's body{fix}")
+    return subject
+
+
 def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smooth, fps, progress, subject=None):
     """PoseFrames on the character's canvas (retargeted unless ``retarget == "off"``) and the frame rate.
     ``driving``: a path, or the PoseFrames already read from a JSON file; ``subject``: the character's
@@ -370,11 +393,10 @@ def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smo
     if retarget == "off":
         return poses, fps
     if subject is None:
-        subject = dwpose.detect(np.asarray(character))
-    if not subject.people:
-        raise JobError("--character: DWPose found no person in the character image; use an image that shows "
-                       "the character's body, or --retarget off to use the driving poses as they are")
+        subject = character_pose(character, dwpose, ", or --retarget off to use the driving poses as they are")
     try:
+        if retarget == "unianimate":
+            return retarget_frames(poses, subject, placement="neck", method="unianimate"), fps
         return retarget_frames(poses, subject, placement=retarget), fps
     except ValueError as e:
         raise JobError(f"retargeting the driving poses to the character failed: {e}. "
@@ -384,20 +406,56 @@ def driving_poses(kind, driving, character, dwpose, *, max_frames, retarget, smo
 # ---------------------------------------------------------------------------------------------- the job
 
 
+def _reference_pose(subject, ref_pose_file, width, height):
+    """UniAnimate's reference pose, uint8 [H, W, 3]: the folder's ``ref_pose`` image (bilinear, as its
+    loader), else the character's pose drawn in its style."""
+    if ref_pose_file:
+        return np.array(load_image(ref_pose_file, "pose image").resize((width, height), Image.BILINEAR))
+    return render_frames([subject], width, height, style="unianimate")[0]
+
+
+def _conditioning(family, image, width, height, root, device, dtype, cache):
+    """The VAE and ``animate``'s reference inputs for ``family``, with a description of where the
+    embeddings came from."""
+    from . import generate as gen
+
+    if family == "unianimate":
+        vae_path = dl.located(root, dl.UNIANIMATE["vae"][0])
+        clip_path = dl.located(root, dl.UNIANIMATE["clip_vision"][0])
+        vae = _cached(cache, "vae", (vae_path, device, dtype), lambda: gen.load_checkpoint_vae(vae_path, device, dtype))
+        clip = _cached(cache, "open_clip", (clip_path, device, dtype), lambda: gen.load_open_clip(clip_path, device, dtype))
+        inputs = gen.unianimate_conditioning(image, width, height, vae, clip)
+        return vae, inputs, inputs["image_embeds"], f"OpenCLIP in {clip_path}"
+    vae_dir = os.path.join(root, dl.VAE_DIR)
+    vae = _cached(cache, "vae", (vae_dir, device, dtype), lambda: gen.load_vae(vae_dir, device, dtype))
+    if family in DENSEPOSE_FAMILIES:
+        text_folder = os.path.join(root, dl.TEXT_ENCODER_DIR)
+        embeds = _cached(cache, "text_embeds", (text_folder, device, dtype),
+                         lambda: gen.empty_prompt_embeds(text_folder, device, dtype))
+        inputs = {"reference_latents": gen.reference_latents(image, width, height, vae), "text_embeds": embeds}
+        return vae, inputs, embeds, f"the text encoder in {text_folder}"
+    clip_dir = os.path.join(root, dl.CLIP_DIR)
+    encoder = _cached(cache, "clip_vision", (clip_dir, device, dtype),
+                      lambda: gen.load_image_encoder(clip_dir, device, dtype))
+    latents, embeds = gen.reference_conditioning(image, width, height, vae, encoder)
+    return vae, {"reference_latents": latents, "image_embeds": embeds}, embeds, f"the image encoder in {clip_dir}"
+
+
 def animate_video(character, driving, output=None, *, models=None, comfyui=None, networks=None, variant=None,
-                  width=None, height=None, frames=None, fps=None, steps=20, cfg=3.5, seed=42, sampler=None,
+                  width=None, height=None, frames=None, fps=None, steps=None, cfg=None, seed=42, sampler=None,
                   beta_schedule=None, context=None, retarget="neck", smooth="none", device=None, dtype=None,
                   decode_chunk=8, download=False, overwrite=False, progress=True, pose_temperature=0.0, cache=None,
-                  workers=None, ray=None):
+                  workers=None, ray=None, first_frame=False):
     """Animate ``character`` (an image file) with ``driving`` (a video, a POSE_KEYPOINT JSON file or a
     folder of pose images) and write ``output`` (.mp4). Returns a dict describing what was written.
     ``character``/``driving`` None: the project's own figure and dance loop (``assets/``).
 
     ``models``/``comfyui``: the models folder (see :mod:`.download`); ``networks``: a folder with the
-    four Animate Anyone files instead of ``MODELS/animate_anyone/<variant>``; ``context``: the
-    engine's context-window options; ``download``: fetch missing model files first (network);
-    ``overwrite``: replace an existing ``output`` (never one of the inputs); ``pose_temperature``: TCAN's
-    pose temperature map (0 = off, 3 = TCAN);
+    variant's network files instead of ``MODELS/animate_anyone/<variant>``; ``steps``/``cfg`` None: the
+    family's defaults; ``context``: the engine's context-window options; ``download``: fetch missing
+    model files first (network); ``overwrite``: replace an existing ``output`` (never one of the inputs);
+    ``pose_temperature``: TCAN's pose temperature map (0 = off, 3 = TCAN); ``first_frame`` (UniAnimate):
+    condition the first frame on the character image instead of the reference frame;
     ``cache``: a dict the caller keeps between calls, in which the models loaded stay for the next
     call that needs the same ones (the batch workers load them once); ``workers``: spread each step's
     context windows over this many Ray workers (on the cluster at ``ray``, default a local Ray).
@@ -442,27 +500,36 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
         root = dl.models_dir(models, comfyui)
         variant = pick_variant(root, variant)
         dense = variant in DENSEPOSE_FAMILIES
+        uni = variant == "unianimate"
+        if first_frame and not uni:
+            raise JobError(f"--first-frame is UniAnimate's (--variant unianimate); {variant} networks have no such "
+                           "input: leave it out")
+        ref_pose_file = reference_pose_file(driving) if uni and kind == "images" else None
         # MagicAnimate reads SD1.5's text embedding of the empty prompt instead of a CLIP image embedding.
         components = ["networks", "vae", "text_encoder" if dense else "clip_vision"]
         if dense and kind == "video":
             components.append("densepose")
-        elif not dense and (kind == "video" or (kind == "json" and retarget != "off" and subject is None)):
+        elif not dense and (kind == "video" or (subject is None and (
+                (kind == "json" and retarget != "off") or (uni and not ref_pose_file)))):
             components.append("dwpose")
         ensure_models(root, variant, components, networks, download)
 
+        dwpose = None
+        if "dwpose" in components:
+            folder = os.path.join(root, dl.DWPOSE_DIR)
+            providers = ["CPUExecutionProvider"] if device.type == "cpu" else None
+            dwpose = _cached(cache, "dwpose", (folder, providers), lambda: DWPose(
+                locate_model(DETECTOR_FILE, [folder]), locate_model(POSE_FILE, [folder]), providers))
+        if uni and subject is None and not ref_pose_file:
+            subject = character_pose(image, dwpose, " (UniAnimate needs the character's pose)")
         if dense:
             pose_images, fps = driving_densepose(kind, driving, root, width, height, max_frames=frames, fps=fps,
                                                  device=device, progress=progress)
         elif kind == "images":
-            pose_images = pose_images_from_folder(driving, width, height, frames)
+            pose_images = pose_images_from_folder(driving, width, height, frames,
+                                                  Image.BILINEAR if uni else Image.LANCZOS)
             fps = fps or POSE_FPS
         else:
-            dwpose = None
-            if "dwpose" in components:
-                folder = os.path.join(root, dl.DWPOSE_DIR)
-                providers = ["CPUExecutionProvider"] if device.type == "cpu" else None
-                dwpose = _cached(cache, "dwpose", (folder, providers), lambda: DWPose(
-                    locate_model(DETECTOR_FILE, [folder]), locate_model(POSE_FILE, [folder]), providers))
             poses, fps = driving_poses(kind, json_frames or driving, image, dwpose, max_frames=frames,
                                        retarget=retarget, smooth=smooth, fps=fps, progress=progress, subject=subject)
 
@@ -470,47 +537,40 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
 
         from ..models.loading import load_models
         from ..sampling.context import count_unet_passes
-        from ..sampling.families import context_settings
+        from ..sampling.families import context_settings, get_family, scheduler_settings
+        from ..sampling.schedulers import timesteps
         from ..sampling.engine import animate
         net_folder = networks or os.path.join(root, dl.networks_dir(variant))
         log.info("loading the networks from %s (%s, %s)", net_folder, device, dtype)
         nets = _cached(cache, "networks", (net_folder, device, dtype),
                        lambda: load_models(net_folder, device=device, dtype=dtype))
         family = nets.family
-        if family not in dl.VARIANTS:
-            raise JobError(f"{net_folder} holds {family} networks, which `poseanimate animate` does not run yet; "
-                           "use the ComfyUI nodes (example_workflows/unianimate.json) or poseanimate.animate")
-        if (family in DENSEPOSE_FAMILIES) != dense:
+        if family != variant and (family in DENSEPOSE_FAMILIES or family == "unianimate" or dense or uni):
             raise JobError(f"{net_folder} holds {family} networks, not {variant}; use --variant {family}")
         if family != variant:
             log.warning("%s holds %s networks (asked for %s): drawing poses in the %s style",
                         net_folder, family, variant, family)
         if kind != "images" and not dense:
-            pose_images = render_frames(poses, width, height, style=nets.variant)
-
-        vae_dir = os.path.join(root, dl.VAE_DIR)
-        vae = _cached(cache, "vae", (vae_dir, device, dtype), lambda: gen.load_vae(vae_dir, device, dtype))
-        if dense:
-            text_folder = os.path.join(root, dl.TEXT_ENCODER_DIR)
-            latents = gen.reference_latents(image, width, height, vae)
-            embeds = _cached(cache, "text_embeds", (text_folder, device, dtype),
-                             lambda: gen.empty_prompt_embeds(text_folder, device, dtype))
-            conditioning, where = {"text_embeds": embeds}, f"the text encoder in {text_folder}"
-        else:
-            clip_dir = os.path.join(root, dl.CLIP_DIR)
-            encoder = _cached(cache, "clip_vision", (clip_dir, device, dtype),
-                              lambda: gen.load_image_encoder(clip_dir, device, dtype))
-            latents, embeds = gen.reference_conditioning(image, width, height, vae, encoder)
-            del encoder
-            conditioning, where = {"image_embeds": embeds}, f"the image encoder in {clip_dir}"
+            pose_images = render_frames(poses, width, height, style=family)
+        extra = {"pose_temperature": pose_temperature}
+        if uni:
+            extra.update(reference_pose=torch.from_numpy(_reference_pose(subject, ref_pose_file, width, height)),
+                         first_frame=first_frame)
+        vae, conditioning, embeds, where = _conditioning(family, image, width, height, root, device, dtype, cache)
         if embeds.shape[-1] != nets.embed_dim:
             raise JobError(f"{where} gives {embeds.shape[-1]}-wide embeddings but the networks in {net_folder} "
                            f"expect {nets.embed_dim}")
 
+        defaults = get_family(family)
+        steps = defaults.steps if steps is None else steps
+        cfg = defaults.cfg if cfg is None else cfg
         count = pose_images.shape[0]
         scheduler = {k: v for k, v in (("sampler", sampler), ("beta_schedule", beta_schedule)) if v is not None}
         log.info("animating %d frames at %dx%d, %d steps, cfg %s, seed %d", count, width, height, steps, cfg, seed)
-        windows = count_unet_passes(count, context_settings(family, context), steps, guidance=False)
+        settings = scheduler_settings(family, scheduler)
+        runs = len(timesteps({k: v for k, v in settings.items() if k != "sampler"}, steps,
+                             settings.get("sampler", "ddim")))  # UniAnimate's 30 steps run 31 timesteps
+        windows = count_unet_passes(count, context_settings(family, context), runs, guidance=False)
         with contextlib.ExitStack() as stack, _bar(progress, total=windows, desc="denoising", unit="window") as bar:
             run = animate
             if workers:
@@ -519,10 +579,9 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
                 log.info("starting %d window workers on %s", workers, ray or "a local Ray")
                 run = stack.enter_context(WindowWorkers(net_folder, workers=workers, address=ray, device=device,
                                                         dtype=dtype)).animate
-            result = run(nets, reference_latents=latents, **conditioning,
-                         pose_images=torch.from_numpy(pose_images), seed=seed,
+            result = run(nets, **conditioning, pose_images=torch.from_numpy(pose_images), seed=seed,
                          steps=steps, cfg=cfg, scheduler=scheduler, context=context,
-                         callback=gen.ProgressCallback(bar), pose_temperature=pose_temperature)
+                         callback=gen.ProgressCallback(bar), **extra)
         del nets
         with VideoWriter(partial, width, height, fps) as writer, \
                 _bar(progress, total=count, desc="decoding", unit="frame") as bar:

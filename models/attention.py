@@ -1,7 +1,8 @@
 """The one attention function every network in the pack calls.
 
 ``attention(q, k, v, heads)`` takes ``[B, Lq, heads*d]`` queries and ``[B, Lk, heads*d]`` keys and
-values and returns ``[B, Lq, heads*d]``: the same convention as ComfyUI's
+values and returns ``[B, Lq, heads*d]`` (``causal``: each query sees only the keys up to its position, as in a
+text encoder): the same convention as ComfyUI's
 ``optimized_attention``, so that function can be installed with :func:`set_attention`.
 The default goes through ``torch.nn.functional.scaled_dot_product_attention``, which picks a
 fused kernel (flash / memory-efficient) and never materialises the attention matrix.
@@ -11,11 +12,11 @@ import torch
 import torch.nn.functional as F
 
 
-def sdpa_attention(q, k, v, heads):
+def sdpa_attention(q, k, v, heads, causal=False):
     b, lq, inner = q.shape
     d = inner // heads
     q, k, v = (t.reshape(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     return out.transpose(1, 2).reshape(b, lq, inner)
 
 

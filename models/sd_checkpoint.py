@@ -105,3 +105,64 @@ def key_map(keys):
 def unet_to_diffusers(sd):
     """The UNet of a single-file checkpoint with diffusers key names (other models' keys dropped)."""
     return {new: sd[old] for old, new in key_map(sd.keys()).items()}
+
+
+# ---------------------------------------------------------------------------------------------- VAE
+
+VAE_PREFIX = "first_stage_model."
+_VAE_RESNET = {"nin_shortcut.": "conv_shortcut."}
+_VAE_ATTENTION = {"norm.": "group_norm.", "q.": "to_q.", "k.": "to_k.", "v.": "to_v.", "proj_out.": "to_out.0."}
+_VAE_TOP = {"norm_out.": "conv_norm_out."}
+
+
+def is_ldm_vae(sd):
+    return any(k.startswith(VAE_PREFIX + "encoder.down.") for k in sd)
+
+
+def _renamed(param, table):
+    for old, new in table.items():
+        if param.startswith(old):
+            return new + param[len(old):]
+    return param
+
+
+def _vae_key(key, levels):
+    part, _, rest = key.partition(".")
+    if part not in ("encoder", "decoder"):
+        return key
+    m = re.match(r"(down|up)\.(\d+)\.(?:block\.(\d+)|(downsample|upsample))\.(.+)$", rest)
+    if m:
+        kind, i, layer, sampler, param = m.groups()
+        level = int(i) if kind == "down" else levels - 1 - int(i)
+        where = f"{part}.{kind}_blocks.{level}"
+        if layer is not None:
+            return f"{where}.resnets.{layer}.{_renamed(param, _VAE_RESNET)}"
+        return f"{where}.{sampler}rs.0.{param}"
+    m = re.match(r"mid\.block_(\d)\.(.+)$", rest)
+    if m:
+        return f"{part}.mid_block.resnets.{int(m.group(1)) - 1}.{_renamed(m.group(2), _VAE_RESNET)}"
+    m = re.match(r"mid\.attn_1\.(.+)$", rest)
+    if m:
+        return f"{part}.mid_block.attentions.0.{_renamed(m.group(1), _VAE_ATTENTION)}"
+    return f"{part}.{_renamed(rest, _VAE_TOP)}"
+
+
+def vae_to_diffusers(sd):
+    """The VAE of a single-file checkpoint (``first_stage_model.*``, LDM's AutoencoderKL) as diffusers'
+    ``AutoencoderKL``: ``(config, state_dict)``. The mid-block attention's 1x1 convolutions become the
+    linear layers diffusers uses (same numbers)."""
+    vae = {k[len(VAE_PREFIX):]: v for k, v in sd.items() if k.startswith(VAE_PREFIX)}
+    levels = 1 + max(int(m.group(1)) for k in vae if (m := re.match(r"encoder\.down\.(\d+)\.", k)))
+    widths = [vae[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] for i in range(levels)]
+    layers = 1 + max(int(m.group(1)) for k in vae if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", k)))
+    out = {}
+    for key, value in vae.items():
+        new = _vae_key(key, levels)
+        if ".mid_block.attentions." in new and new.endswith(".weight") and value.ndim == 4:
+            value = value[:, :, 0, 0]
+        out[new] = value
+    config = dict(in_channels=vae["encoder.conv_in.weight"].shape[1], out_channels=vae["decoder.conv_out.weight"].shape[0],
+                  down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
+                  block_out_channels=tuple(widths), layers_per_block=layers,
+                  latent_channels=vae["post_quant_conv.weight"].shape[1], scaling_factor=0.18215)
+    return config, out

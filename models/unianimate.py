@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .attention import Attention, FeedForward, sdpa_attention
 from .loading import CheckpointError, FamilyModels, default_device, default_dtype, read_state_dict
+from .motion_module import temporal_attention
 from .unet import Upsample
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,12 @@ def sinusoidal_embedding(t, dim):
     return torch.cat([torch.cos(sinusoid), torch.sin(sinusoid)], dim=1)
 
 
-def _chunked_rows(fn, x, rows=_MAX_ROWS):
+def _chunked_rows(fn, x, rows=_MAX_ROWS, temperature=None):
     if x.shape[0] <= rows:
-        return fn(x)
-    return torch.cat([fn(part) for part in x.split(rows)])
+        return fn(x) if temperature is None else fn(x, temperature=temperature)
+    if temperature is None:
+        return torch.cat([fn(part) for part in x.split(rows)])
+    return torch.cat([fn(part, temperature=tau) for part, tau in zip(x.split(rows), temperature.split(rows))])
 
 
 class _HalfPool(torch.nn.Module):
@@ -186,7 +189,9 @@ class ResBlock(torch.nn.Module):
 
 
 class TransformerBlock(torch.nn.Module):
-    """Self-attention, cross-attention (self-attention again when there is no context), GEGLU MLP."""
+    """Self-attention, cross-attention (self-attention again when there is no context), GEGLU MLP.
+    ``temperature`` ``[rows, 1, 1]`` (TCAN's map, temporal blocks only) divides every self-attention
+    logit of a row."""
 
     def __init__(self, dim, heads, context_dim=None, *, dtype=None, device=None, operations=torch.nn):
         super().__init__()
@@ -198,9 +203,12 @@ class TransformerBlock(torch.nn.Module):
         self.norm2 = operations.LayerNorm(dim, dtype=dtype, device=device)
         self.norm3 = operations.LayerNorm(dim, dtype=dtype, device=device)
 
-    def forward(self, x, context=None):
-        x = self.attn1(self.norm1(x)) + x
-        x = self.attn2(self.norm2(x), context) + x
+    def forward(self, x, context=None, temperature=None):
+        x = temporal_attention(self.attn1, self.norm1(x), temperature) + x
+        if context is None:
+            x = temporal_attention(self.attn2, self.norm2(x), temperature) + x
+        else:
+            x = self.attn2(self.norm2(x), context) + x
         return self.ff(self.norm3(x)) + x
 
 
@@ -226,7 +234,8 @@ class SpatialTransformer(torch.nn.Module):
 
 class TemporalTransformer(torch.nn.Module):
     """Per pixel, self-attention over the frames (both attentions), GroupNorm over all frames, 1x1
-    Conv1d projections to ``heads * head_dim``; no position encoding."""
+    Conv1d projections to ``heads * head_dim``; no position encoding. ``temperature`` ``[batch, h, w]``:
+    TCAN's pose temperature map of each sample's pixels."""
 
     def __init__(self, channels, heads, head_dim, *, dtype=None, device=None, operations=torch.nn):
         super().__init__()
@@ -237,14 +246,16 @@ class TemporalTransformer(torch.nn.Module):
         self.transformer_blocks = torch.nn.ModuleList([TransformerBlock(inner, heads, operations=operations, **kw)])
         self.proj_out = operations.Conv1d(inner, channels, 1, **kw)
 
-    def forward(self, x, batch):
+    def forward(self, x, batch, temperature=None):
         v = _to_video(x, batch)
         b, c, f, h, w = v.shape
         y = self.norm(v).permute(0, 3, 4, 1, 2).reshape(b * h * w, c, f)
         y = self.proj_in(y).transpose(1, 2)
+        if temperature is not None:
+            temperature = temperature.reshape(b * h * w, 1, 1).to(device=y.device, dtype=y.dtype)
         rows = max(1, min(_MAX_ROWS, _CHUNK_ELEMENTS // (f * y.shape[-1] * 8)))
         for block in self.transformer_blocks:
-            y = _chunked_rows(block, y, rows)
+            y = _chunked_rows(block, y, rows, temperature)
         y = self.proj_out(y.transpose(1, 2))
         y = y.reshape(b, h, w, c, f).permute(0, 4, 3, 1, 2).reshape(b * f, c, h, w)
         return x + y
@@ -365,9 +376,11 @@ class UniAnimateUNet(torch.nn.Module):
 
     # ------------------------------------------------------------------------------------------ forward
 
-    def forward(self, x, t, context, concat, reference):
+    def forward(self, x, t, context, concat, reference, temperature=None):
         """``x`` ``[B, f, 4, h, w]``; ``t`` the integer timestep; ``context`` ``[B, T, C]``;
-        ``concat`` ``[B, f, concat_dim, h, w]``; ``reference`` ``[B, concat_dim + 4, h, w]``.
+        ``concat`` ``[B, f, concat_dim, h, w]``; ``reference`` ``[B, concat_dim + 4, h, w]``;
+        ``temperature``: TCAN's map ``{(h, w): [B, h, w]}`` per resolution, read by the temporal
+        transformers of the input and output blocks (not the middle block, as TCAN's motion modules).
         Returns the prediction ``[B, f, 4, h, w]`` (the reference frame dropped)."""
         b, f = x.shape[:2]
         frames = torch.cat([reference[:, None], torch.cat([x, concat], dim=2)], dim=1)
@@ -377,23 +390,23 @@ class UniAnimateUNet(torch.nn.Module):
         context = context.repeat_interleave(f + 1, dim=0)
         skips = []
         for block in self.input_blocks:
-            h = self._run(block, h, emb, context, b)
+            h = self._run(block, h, emb, context, b, temperature=temperature)
             skips.append(h)
         h = self._run(self.middle_block, h, emb, context, b)
         for block in self.output_blocks:
             h = torch.cat([h, skips.pop()], dim=1)
-            h = self._run(block, h, emb, context, b, skips[-1].shape[-2:] if skips else None)
+            h = self._run(block, h, emb, context, b, skips[-1].shape[-2:] if skips else None, temperature)
         h = self.out(h)
         return h.reshape(b, f + 1, *h.shape[1:])[:, 1:]
 
-    def _run(self, block, h, emb, context, batch, size=None):
+    def _run(self, block, h, emb, context, batch, size=None, temperature=None):
         for layer in block if isinstance(block, torch.nn.ModuleList) else [block]:
             if isinstance(layer, ResBlock):
                 h = layer(h, emb, batch)
             elif isinstance(layer, SpatialTransformer):
                 h = layer(h, context)
             elif isinstance(layer, TemporalTransformer):
-                h = layer(h, batch)
+                h = layer(h, batch, None if temperature is None else temperature[tuple(h.shape[-2:])])
             elif isinstance(layer, Upsample):
                 h = layer(h, size)
             else:

@@ -117,7 +117,8 @@ def check_pose_images(node, family, images):
                                       "DensePose images.")
 
 
-def sample(node, models, reference, pose, *, noise, steps, cfg, scheduler, context, callback, seed):
+def sample(node, models, reference, pose, *, noise, steps, cfg, scheduler, context, callback, seed,
+           pose_temperature=0.0):
     if not isinstance(reference.features, AppearanceInput):
         raise common.PoseAnimateError(node, "reference", "it was encoded for Animate Anyone / MusePose models, but "
                                       "'models' are MagicAnimate's.", "connect the ReferenceNet Encode node that "
@@ -132,4 +133,5 @@ def sample(node, models, reference, pose, *, noise, steps, cfg, scheduler, conte
     return ma.sample(networks, reference_latents=reference.features.latents,
                      text_embeds=reference.features.text_embeds, pose_images=pose.images, noise=noise, steps=steps,
                      cfg=cfg, scheduler=scheduler, context=opts, callback=callback, seed=seed,
-                     trained_length=models.trained_length, device=models.load_device, dtype=models.compute_dtype)
+                     trained_length=models.trained_length, device=models.load_device, dtype=models.compute_dtype,
+                     pose_temperature=pose_temperature)

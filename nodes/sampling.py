@@ -127,7 +127,7 @@ class Sampler(io.ComfyNode):
                              tooltip="How many frames to make, from the first pose on; 0: one per pose frame."),
                 io.Float.Input("pose_temperature", default=0.0, min=0.0, max=10.0, step=0.1, round=0.01,
                                optional=True,
-                               tooltip="TCAN's pose temperature map: the motion modules' attention over time is "
+                               tooltip="TCAN's pose temperature map (every family): the attention over time is "
                                        "softened with the distance from the skeleton, so the background averages "
                                        "over the window's frames (less flicker) while the person keeps its motion. "
                                        "Use it when the background flickers or crawls; needs pose images on black. "
@@ -153,7 +153,7 @@ class Sampler(io.ComfyNode):
         if models.variant == unianimate.FAMILY:
             latents = unianimate.run_sampler(cls.NAME, models, reference, pose.images, frames=frames, seed=seed,
                                              steps=steps, cfg=cfg, sampler=sampler, beta_schedule=beta_schedule,
-                                             context=context, progress=_progress)
+                                             context=context, progress=_progress, pose_temperature=pose_temperature)
             return io.NodeOutput({"samples": latents / VAE_SCALE})
         if getattr(reference, "family", None) == unianimate.FAMILY:
             raise common.PoseAnimateError(cls.NAME, "reference", "it was encoded for UniAnimate models but 'models' "
@@ -172,7 +172,8 @@ class Sampler(io.ComfyNode):
             noise = make_noise((frames, 4, h, w), seed, "cpu", opts)
             latents = magicanimate.sample(cls.NAME, models, reference, pose, noise=noise, steps=steps, cfg=cfg,
                                           scheduler=scheduler, context=opts, seed=seed,
-                                          callback=_progress(frames, opts, steps, previewer))
+                                          callback=_progress(frames, opts, steps, previewer),
+                                          pose_temperature=pose_temperature)
             return io.NodeOutput({"samples": latents / VAE_SCALE})
         if isinstance(reference.features, magicanimate.AppearanceInput):
             raise common.PoseAnimateError(cls.NAME, "reference", f"it was prepared for MagicAnimate models but "

@@ -124,7 +124,7 @@ def encode_reference(node, models, samples, clip_vision_output, conditioning, re
 
 
 def run_sampler(node, models, reference, pose_images, *, frames, seed, steps, cfg, sampler, beta_schedule, context,
-                progress):
+                progress, pose_temperature=0.0):
     """The Sampler for UniAnimate: returns latents ``[F, 4, h, w]`` (x 0.18215)."""
     if getattr(reference, "family", None) != FAMILY:
         raise common.PoseAnimateError(node, "reference", "it was not encoded for UniAnimate models.",
@@ -135,7 +135,7 @@ def run_sampler(node, models, reference, pose_images, *, frames, seed, steps, cf
                                       f"{pose_images.shape[1]} but the reference latent is from a {8 * w}x{8 * h} "
                                       "image.", "render the poses at the character image's (scaled) size.")
     opts = context_settings(FAMILY, context)
-    scheduler = {"sampler": sampler, "beta_schedule": beta_schedule}
+    scheduler = {"sampler": sampler} | ({} if beta_schedule == "auto" else {"beta_schedule": beta_schedule})
     noise = starting_latents((frames, 4, h, w), seed, reference.latents, context=opts, scheduler=scheduler)
     runs = len(timesteps({k: v for k, v in scheduler_settings(FAMILY, scheduler).items() if k != "sampler"},
                          steps, sampler))
@@ -149,4 +149,4 @@ def run_sampler(node, models, reference, pose_images, *, frames, seed, steps, cf
                   text_embeds=reference.text_embeds, reference_image=ref_image, reference_pose=ref_pose,
                   pose_images=pose_images[:frames], noise=noise, first_frame=reference.first_frame, steps=steps,
                   cfg=cfg, scheduler=scheduler, context=opts, callback=progress(frames, opts, runs, previewer),
-                  seed=seed, device=models.load_device, dtype=models.compute_dtype)
+                  seed=seed, device=models.load_device, dtype=models.compute_dtype, pose_temperature=pose_temperature)

@@ -17,6 +17,8 @@ class Family:
     scheduler: dict = field(default_factory=dict)
     context: dict = field(default_factory=dict)
     trained_length: int = 24
+    steps: int = 20  # the command line's defaults
+    cfg: float = 3.5
 
 
 FAMILIES = {
@@ -28,12 +30,13 @@ FAMILIES = {
         "magicanimate", "magicanimate",
         scheduler=dict(beta_schedule="linear", prediction_type="epsilon", rescale_betas_zero_snr=False,
                        timestep_spacing="leading", steps_offset=1, clip_sample=False),
-        context=dict(length=16, overlap=4, schedule="looped", closed_loop=True, fuse="flat"), trained_length=24),
+        context=dict(length=16, overlap=4, schedule="looped", closed_loop=True, fuse="flat"), trained_length=24,
+        steps=25, cfg=7.5),
     "unianimate": Family(
         "unianimate", "unianimate", trained_length=32,
         scheduler=dict(sampler="ddim", beta_schedule="scaled_linear", prediction_type="v_prediction",
                        rescale_betas_zero_snr=True, timestep_spacing="stride", steps_offset=1, set_alpha_to_one=False),
-        context=dict(length=32, overlap=8, stride=1, schedule="static", fuse="flat")),
+        context=dict(length=32, overlap=8, stride=1, schedule="static", fuse="flat"), steps=30, cfg=2.5),
 }
 
 

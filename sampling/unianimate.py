@@ -15,6 +15,8 @@ The reference (ali-vilab/UniAnimate, ``inference_unianimate_entrance.py`` / ``..
 * DDIM on the ``linear_sd`` betas rescaled to zero terminal SNR, v-prediction, timesteps every
   ``1000 // steps`` from 1 (``timestep_spacing="stride"``: 6 steps run 7), the last step landing
   on ``alphas_cumprod[0]``.
+* ``pose_temperature`` (not in the reference): TCAN's pose temperature map (sampling/temperature.py)
+  in the temporal transformers of the input and output blocks, from each window's driving poses.
 * Starting latents from a seed: ``randn`` plus 0.1 x per-frame offset noise, noised onto the
   reference latent at ``noise_prior_value``: 949 with the offset inside the prior when the video is
   one window (the short entrance), 939 with the offset added afterwards when it is longer (the long
@@ -29,6 +31,7 @@ from ..models.unianimate import UniAnimateUNet
 from .engine import make_noise, run_sampler
 from .families import context_settings, get_family, scheduler_settings
 from .schedulers import SchedulerConfig, alphas_cumprod
+from .temperature import PoseTemperature, check_strength, grid_sizes
 
 log = logging.getLogger(__name__)
 FAMILY = "unianimate"
@@ -55,7 +58,7 @@ class UniAnimateWindowModel:
     step. Pose images stay in the form given (uint8 or float ``[F, H, W, 3]``, on the CPU is fine)."""
 
     def __init__(self, unet: UniAnimateUNet, *, reference_latents, image_embeds, text_embeds, reference_image,
-                 reference_pose, pose_images, first_frame=False, device=None, dtype=None):
+                 reference_pose, pose_images, first_frame=False, pose_temperature=0.0, device=None, dtype=None):
         self.unet = unet
         self.device = torch.device(device) if device is not None else unet.time_embed[0].weight.device
         self.dtype = dtype or unet.dtype
@@ -94,6 +97,10 @@ class UniAnimateWindowModel:
                 self.local_image = None
         self._local = {}
         self._poses, self._previous, self._t = {}, {}, None
+        self.temperature = None
+        if check_strength(pose_temperature):
+            grids = grid_sizes(h, w, len(cfg.dim_mult))
+            self.temperature = PoseTemperature(self.pose_images, pose_temperature, grids, self.device)
 
     def _chw(self, images):
         x = images.to(self.device)
@@ -133,7 +140,8 @@ class UniAnimateWindowModel:
                 reference.append(torch.zeros_like(self.reference).expand(n, -1, -1, -1))
             context.append(self.context[branch].expand(n, -1, -1))
         lat = torch.cat([x] * len(branches)).to(self.dtype)
-        out = self.unet(lat, t, torch.cat(context), torch.cat(concat), torch.cat(reference))
+        tau = None if self.temperature is None else self.temperature(windows, len(branches))
+        out = self.unet(lat, t, torch.cat(context), torch.cat(concat), torch.cat(reference), tau)
         return out.float().reshape(len(branches), n, *out.shape[1:])
 
 
@@ -162,7 +170,7 @@ def starting_latents(shape, seed, reference_latents, *, context=None, scheduler=
 @torch.inference_mode()
 def window_model(unet, *, reference_latents, image_embeds, text_embeds, reference_image, reference_pose, pose_images,
                  noise, first_frame=False, steps=30, cfg=2.5, scheduler=None, context=None, callback=None, seed=0,
-                 device=None, dtype=None):
+                 device=None, dtype=None, pose_temperature=0.0):
     """The window model that denoises ``noise`` ``[F, 4, h, w]`` (the starting latents, used as given) with the
     UniAnimate UNet on ``device`` in ``dtype`` (default: the UNet's); see :func:`build_window_model` for the
     inputs. Returns ``(model, noise, run)``: ``run_sampler(model, noise, **run)`` samples."""
@@ -179,7 +187,8 @@ def window_model(unet, *, reference_latents, image_embeds, text_embeds, referenc
     model = UniAnimateWindowModel(unet, reference_latents=reference_latents, image_embeds=image_embeds,
                                   text_embeds=text_embeds, reference_image=reference_image,
                                   reference_pose=reference_pose, pose_images=torch.as_tensor(pose_images)[:frames],
-                                  first_frame=first_frame, device=device, dtype=dtype)
+                                  first_frame=first_frame, pose_temperature=pose_temperature, device=device,
+                                  dtype=dtype)
     return model, noise, dict(steps=steps, cfg=cfg, scheduler=scheduler_settings(FAMILY, scheduler), context=opts,
                               callback=callback, seed=seed, device=device)
 
@@ -192,7 +201,7 @@ def sample(unet, **inputs):
 
 def build_window_model(models, *, reference_latents, image_embeds, text_embeds, reference_image, reference_pose,
                        pose_images, first_frame=False, noise=None, seed=None, steps, cfg, context=None, callback=None,
-                       scheduler=None):
+                       scheduler=None, pose_temperature=0.0):
     """What :func:`animate` samples: ``(model, noise, run)``, as :func:`window_model` returns them.
 
     ``reference_latents`` ``[1, 4, h, w]`` (VAE latent x 0.18215); ``image_embeds`` ``[1, C]`` or ``[1, 1, C]``
@@ -203,7 +212,8 @@ def build_window_model(models, *, reference_latents, image_embeds, text_embeds, 
     ``noise`` ``[F, 4, h, w]`` (or ``[1, 4, F, h, w]``): the starting latents as given; else drawn from
     ``seed`` with the reference's offset noise and noise prior. ``steps``: the reference's
     ``ddim_timesteps`` (6 runs 7 timesteps). ``context``: the family's default is the reference's long
-    mode (32-frame static windows overlapping by 8, flat fusion); ``scheduler``: other samplers/settings.
+    mode (32-frame static windows overlapping by 8, flat fusion); ``scheduler``: other samplers/settings;
+    ``pose_temperature``: TCAN's pose temperature map (0 = off, 3 = TCAN's value).
     """
     lat = torch.as_tensor(reference_latents)
     poses = torch.as_tensor(pose_images)
@@ -222,7 +232,7 @@ def build_window_model(models, *, reference_latents, image_embeds, text_embeds, 
     return window_model(models.unet, reference_latents=lat, image_embeds=image_embeds, text_embeds=text_embeds,
                         reference_image=reference_image, reference_pose=reference_pose, pose_images=poses, noise=noise,
                         first_frame=first_frame, steps=steps, cfg=cfg, scheduler=scheduler, context=context,
-                        callback=callback, seed=0 if seed is None else seed)
+                        callback=callback, seed=0 if seed is None else seed, pose_temperature=pose_temperature)
 
 
 def animate(models, **inputs):

@@ -2,6 +2,7 @@
 synthetic inputs the stand-in DWPose models find a person in."""
 
 import os
+import re
 import shutil
 
 import av
@@ -24,6 +25,28 @@ def write_vae(folder):
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                         layers_per_block=1, norm_num_groups=4, sample_size=64)
     vae.save_pretrained(folder)
+
+
+def ldm_vae(sd, levels):
+    """diffusers' AutoencoderKL keys -> LDM's (``first_stage_model.*``): test-only, validated below by
+    diffusers' converter giving the original back."""
+    out = {}
+    for key, value in sd.items():
+        k = re.sub(r"down_blocks\.(\d+)\.resnets\.", r"down.\1.block.", key)
+        k = re.sub(r"down_blocks\.(\d+)\.downsamplers\.0\.", r"down.\1.downsample.", k)
+        k = re.sub(r"up_blocks\.(\d+)\.resnets\.", lambda m: f"up.{levels - 1 - int(m.group(1))}.block.", k)
+        k = re.sub(r"up_blocks\.(\d+)\.upsamplers\.0\.", lambda m: f"up.{levels - 1 - int(m.group(1))}.upsample.", k)
+        k = re.sub(r"mid_block\.resnets\.(\d)\.", lambda m: f"mid.block_{int(m.group(1)) + 1}.", k)
+        k = k.replace("conv_shortcut.", "nin_shortcut.").replace("conv_norm_out.", "norm_out.")
+        if ".mid_block.attentions.0." in k:
+            k = k.replace("mid_block.attentions.0.", "mid.attn_1.")
+            for new, old in (("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."),
+                             ("to_out.0.", "proj_out.")):
+                k = k.replace("attn_1." + new, "attn_1." + old)
+            if k.endswith("weight") and value.ndim == 2:
+                value = value[:, :, None, None]
+        out["first_stage_model." + k] = value
+    return out
 
 
 def write_image_encoder(folder, projection_dim=32):

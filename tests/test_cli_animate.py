@@ -121,7 +121,8 @@ def error_line(r):
     ("output not writable", ["-o", "/proc/out.mp4"], ["/proc/out.mp4 cannot be written", "choose another"]),
     ("width not a multiple of 8", ["--width", "60"], ["--width 60 is not a positive multiple of 8; use 56 or 64"]),
     ("missing character", ["--character", "nobody.png"], ["--character nobody.png could not be read as an image"]),
-    ("UniAnimate networks", ["--networks", "ua"], ["holds unianimate networks", "example_workflows/unianimate.json"]),
+    ("UniAnimate networks as moore", ["--networks", "ua"], ["holds unianimate networks, not moore",
+                                                             "use --variant unianimate"]),
     ("negative pose temperature", ["--pose-temperature", "-1"],
      ["--pose-temperature must be 0 (off) or more (TCAN uses 3), got -1.0"]),
 ])

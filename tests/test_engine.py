@@ -56,7 +56,12 @@ def test_seeded_noise_is_drawn_on_the_cpu(tiny_models, inputs):
 
 
 @pytest.mark.parametrize("schedule", ["static", "looped"])
-def test_window_batch_does_not_change_the_result(tiny_models, inputs, schedule):
+def test_window_batch_does_not_change_the_result(tiny_models, schedule):
+    # 32x16 latents: at 16x8 the tiny UNet's deepest level is 2x1 pixels, where a GroupNorm over two values
+    # turns the 1e-6 rounding difference of a batched matrix product (one thread) into 0.3 after two steps.
+    g = torch.Generator().manual_seed(0)
+    inputs = dict(reference_latents=torch.randn(1, 4, 32, 16, generator=g) * 0.5,
+                  image_embeds=torch.randn(1, 32, generator=g), pose_images=torch.rand(6, 256, 128, 3, generator=g))
     ctx = dict(length=4, overlap=2, schedule=schedule)
     one = _run(tiny_models, inputs, seed=5, context=ctx)
     three = _run(tiny_models, inputs, seed=5, context=dict(ctx, window_batch=3))

@@ -102,30 +102,24 @@ def test_mismatches_name_node_input_and_fix(N, loaded, inputs):
 
 
 def test_comfyui_empty_prompt_is_the_reference_zero_y(comfy, tmp_path):
-    """UniAnimate's zero_y is OpenCLIP's text tower on "" up to its penultimate layer, then ln_final. A tiny
-    random OpenCLIP text tower, converted the way ComfyUI converts the SD2.1 checkpoint's text encoder and run
-    through ComfyUI's SD2 text path (layer -2, final layer norm, SD2 tokenizer), gives the same tokens."""
-    open_clip = pytest.importorskip("open_clip")
+    """UniAnimate's zero_y is OpenCLIP's text tower on "" up to its penultimate layer, then ln_final. The tiny
+    OpenCLIP model of tests/data/open_clip (its zero_y made by open_clip itself), converted the way ComfyUI
+    converts the SD2.1 checkpoint's text encoder and run through ComfyUI's SD2 text path (layer -2, final layer
+    norm, SD2 tokenizer), gives the same tokens."""
     from comfy import sd1_clip, utils
     from comfy.text_encoders.sd2_clip import SD2ClipHTokenizer
-    from open_clip.model import CLIPTextCfg, _build_text_tower
+    from safetensors import safe_open
 
-    torch.manual_seed(0)
-    width, heads, layers = 64, 4, 4
-    text = _build_text_tower(width, CLIPTextCfg(context_length=77, vocab_size=49408, width=width, heads=heads,
-                                                layers=layers)).eval()
-    for p in text.parameters():
-        p.data.normal_(0, 0.2)
-    tokens = open_clip.tokenize([""])
-    with torch.no_grad():
-        x = text.token_embedding(tokens) + text.positional_embedding
-        batch_first = getattr(text.transformer, "batch_first", True)
-        x = x if batch_first else x.permute(1, 0, 2)
-        for block in text.transformer.resblocks[:-1]:
-            x = block(x, attn_mask=text.attn_mask)
-        zero_y = text.ln_final(x if batch_first else x.permute(1, 0, 2))
+    from open_clip_weights import TINY, state_dict
+    from poseanimate.models.open_clip import empty_prompt_tokens
 
-    sd = utils.clip_text_transformers_convert({"cond_stage_model.model." + k: v for k, v in text.state_dict().items()},
+    with safe_open(os.path.join(os.path.dirname(__file__), "data", "open_clip", "expected.safetensors"), "pt") as f:
+        shapes = json.loads(f.metadata()["meta"])["shapes"]
+        zero_y = f.get_tensor("zero_y")
+    width, heads, layers = TINY["text_width"], TINY["text_heads"], TINY["text_layers"]
+    text = {k: v for k, v in state_dict(shapes).items() if not k.startswith("visual.")}
+    text["text_projection"] = torch.eye(width)  # ComfyUI's is width x width (as ViT-H's); zero_y does not use it
+    sd = utils.clip_text_transformers_convert({"cond_stage_model.model." + k: v for k, v in text.items()},
                                               "cond_stage_model.model.", "clip_h.transformer.")
     config = {"architectures": ["CLIPTextModel"], "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0,
               "eos_token_id": 2, "hidden_act": "gelu", "hidden_size": width, "initializer_factor": 1.0,
@@ -140,7 +134,22 @@ def test_comfyui_empty_prompt_is_the_reference_zero_y(comfy, tmp_path):
     prefix = "clip_h.transformer."
     model.transformer.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}, strict=True)
     comfy_tokens = SD2ClipHTokenizer().tokenize_with_weights("")
-    assert [t[0] for t in comfy_tokens[0]] == tokens[0].tolist()
+    assert [t[0] for t in comfy_tokens[0]] == empty_prompt_tokens()[0].tolist()
     with torch.no_grad():
         cond = model.encode_token_weights(comfy_tokens)[0]
     torch.testing.assert_close(cond.float(), zero_y, atol=1e-5, rtol=0)
+
+
+def test_sampler_defaults_auto_schedule_and_pose_temperature(N, loaded, inputs):
+    """A new Sampler node's defaults (beta_schedule auto) run UniAnimate with its own schedule, and the pose
+    temperature map reaches its temporal transformers."""
+    reference = _reference(N, loaded, inputs)
+    strokes = torch.zeros_like(inputs.poses)
+    strokes[:, 96:160, 48:80] = 1  # on black, so the temperature map is not 1 everywhere
+    (pose,) = N.models.PoseGuiderEncode.execute(models=loaded, pose_images=inputs.poses * strokes).args
+    args = dict(models=loaded, reference=reference, pose=pose, seed=7, steps=2, cfg=2.5, sampler="ddim", frames=0)
+    (auto,) = N.sampling.Sampler.execute(beta_schedule="auto", **args).args
+    (scaled,) = N.sampling.Sampler.execute(beta_schedule="scaled_linear", **args).args
+    torch.testing.assert_close(auto["samples"], scaled["samples"], atol=0, rtol=0)
+    (hot,) = N.sampling.Sampler.execute(beta_schedule="auto", pose_temperature=3.0, **args).args
+    assert (hot["samples"] - auto["samples"]).abs().max() * 0.18215 > 1e-4
