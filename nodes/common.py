@@ -105,9 +105,16 @@ def placement(dtype, params):
     return Placement(load_device, offload_device, weight_dtype, cast_dtype or weight_dtype, operations)
 
 
-class Patchers:
-    """The base of every family's POSEANIMATE_MODELS: ``load_device`` and ``offload_device`` are those of
-    ``main_patcher``, the patcher of the network every step runs (a ``denoising_unet`` unless overridden)."""
+@dataclass(kw_only=True)
+class LoadedFamily:
+    """The base of every family's POSEANIMATE_MODELS (its networks' ModelPatchers are the subclass's
+    fields): ``load_device`` and ``offload_device`` are those of ``main_patcher``, the patcher of the
+    network every step runs (a ``denoising_unet`` unless overridden)."""
+
+    trained_length: int
+    embed_dim: int
+    compute_dtype: torch.dtype
+    folder: str
 
     @property
     def main_patcher(self):
@@ -123,17 +130,13 @@ class Patchers:
 
 
 @dataclass
-class LoadedModels(Patchers):
+class LoadedModels(LoadedFamily):
     """POSEANIMATE_MODELS: the three networks, each under ComfyUI's model management."""
 
     reference_net: ModelPatcher
     denoising_unet: ModelPatcher
     pose_guider: ModelPatcher
     variant: str
-    trained_length: int
-    embed_dim: int
-    compute_dtype: torch.dtype
-    folder: str
 
     @property
     def family(self):

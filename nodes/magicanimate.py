@@ -37,16 +37,12 @@ def download_help():
 
 
 @dataclass
-class LoadedMagicAnimate(common.Patchers):
+class LoadedMagicAnimate(common.LoadedFamily):
     """POSEANIMATE_MODELS for MagicAnimate: its three networks under ComfyUI's model management."""
 
     appearance_encoder: ModelPatcher
     denoising_unet: ModelPatcher
     controlnet: ModelPatcher
-    trained_length: int
-    embed_dim: int
-    compute_dtype: torch.dtype
-    folder: str
     family: str = FAMILY
 
     @property

@@ -29,14 +29,10 @@ ENCODERS_HELP = ("load v2-1_512-ema-pruned.ckpt (UniAnimate's release) with Chec
 
 
 @dataclass
-class UniAnimateLoaded(common.Patchers):
+class UniAnimateLoaded(common.LoadedFamily):
     """POSEANIMATE_MODELS for UniAnimate: the one video UNet under ComfyUI's model management."""
 
     unet: ModelPatcher
-    trained_length: int
-    embed_dim: int
-    compute_dtype: torch.dtype
-    folder: str
     family: str = FAMILY
 
     @property
