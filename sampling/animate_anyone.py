@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.unet import AttentionState
-from .engine import GUIDED, check_finite, check_images, check_sampling, make_noise, run_sampler
+from .engine import GUIDED, check_finite, check_images, check_sampling, run_sampler, starting_noise
 from .families import context_settings, get_family, scheduler_settings
 from .temperature import PoseTemperature, check_strength, grid_sizes
 
@@ -205,14 +205,7 @@ def build_window_model(models, *, reference_latents, image_embeds, pose_images, 
                          f"reference_latents {list(lat.shape)}, got {list(poses.shape)}")
     opts = context_settings(models.family, context)
     shape = (frames, lat.shape[1], lat.shape[2], lat.shape[3])
-    if noise is None:
-        noise = make_noise(shape, 0 if seed is None else seed, "cpu", opts)
-    else:
-        noise = check_finite("noise", noise)
-        if noise.ndim == 5 and noise.shape[0] == 1:
-            noise = noise[0].transpose(0, 1)
-        if tuple(noise.shape) != shape:
-            raise ValueError(f"noise must be {list(shape)} (frames, 4, h, w), got {list(noise.shape)}")
+    noise = starting_noise(noise, shape, seed, opts)
     reference = encode_reference(models.reference_net, lat, image_embeds)
     return window_model(models.denoising_unet, reference=reference, pose_images=poses, pose_guider=models.pose_guider,
                         noise=noise, steps=steps, cfg=cfg, scheduler=scheduler, context=opts, callback=callback,

@@ -124,6 +124,19 @@ def make_noise(shape, seed, device, opts: ContextOptions | None = None):
     return noise.to(device)
 
 
+def starting_noise(noise, shape, seed, opts: ContextOptions):
+    """The caller's ``noise`` (``[F, C, h, w]``, or the reference pipelines' ``[1, C, F, h, w]``) as
+    ``[F, C, h, w]``, ValueError unless it is ``shape``; None: :func:`make_noise` from ``seed`` (None: 0)."""
+    if noise is None:
+        return make_noise(shape, 0 if seed is None else seed, "cpu", opts)
+    noise = check_finite("noise", noise)
+    if noise.ndim == 5 and noise.shape[0] == 1:
+        noise = noise[0].transpose(0, 1)
+    if tuple(noise.shape) != shape:
+        raise ValueError(f"noise must be {list(shape)} (frames, 4, h, w), got {list(noise.shape)}")
+    return noise
+
+
 @torch.inference_mode()
 def run_sampler(model: WindowModel, noise, *, steps, cfg, scheduler: dict, context: ContextOptions, callback=None,
                 seed=0, device=None):

@@ -25,7 +25,7 @@ import torch
 
 from ..models.unet import AttentionState
 from .animate_anyone import check_pose_images, pose_input
-from .engine import VAE_SCALE, check_finite, check_sampling, make_noise, run_sampler
+from .engine import VAE_SCALE, check_finite, check_sampling, run_sampler, starting_noise
 from .families import context_settings, get_family, scheduler_settings
 from .temperature import PoseTemperature, check_strength, grid_sizes
 
@@ -188,14 +188,7 @@ def build_window_model(models, *, reference_latents, text_embeds, pose_images, n
                                     check_finite("text_embeds", text_embeds), pose_images, models.embed_dim)
     opts = context_settings(models.family, context)
     shape = (poses.shape[0], 4, lat.shape[2], lat.shape[3])
-    if noise is None:
-        noise = make_noise(shape, 0 if seed is None else seed, "cpu", opts)
-    else:
-        noise = check_finite("noise", noise)
-        if noise.ndim == 5 and noise.shape[0] == 1:
-            noise = noise[0].transpose(0, 1)
-        if tuple(noise.shape) != shape:
-            raise ValueError(f"noise must be {list(shape)} (frames, 4, h, w), got {list(noise.shape)}")
+    noise = starting_noise(noise, shape, seed, opts)
     return window_model(models, reference_latents=lat, text_embeds=text, pose_images=poses, noise=noise, steps=steps,
                         cfg=cfg, scheduler=scheduler, context=opts, pose_temperature=pose_temperature,
                         callback=callback, seed=0 if seed is None else seed, trained_length=models.trained_length)
