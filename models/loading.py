@@ -44,8 +44,31 @@ class CheckpointError(ValueError):
         self.problem, self.fix = problem, fix
 
 
+class FamilyModels:
+    """The base of every family's loaded networks (a dataclass with ``family``, ``trained_length`` and
+    ``files``): ``device`` and ``dtype`` are those of ``main_weight``, a weight of the network every step
+    runs, and ``embed_dim`` is the width of its condition tokens. The defaults read a ``denoising_unet``
+    (:class:`~.unet.UNet`); a family with another network overrides both."""
+
+    @property
+    def main_weight(self):
+        return self.denoising_unet.conv_in.weight
+
+    @property
+    def embed_dim(self):
+        return self.denoising_unet.config.cross_attention_dim
+
+    @property
+    def device(self):
+        return self.main_weight.device
+
+    @property
+    def dtype(self):
+        return self.main_weight.dtype
+
+
 @dataclass
-class AnimateModels:
+class AnimateModels(FamilyModels):
     reference_net: UNet
     denoising_unet: UNet
     pose_guider: PoseGuider
@@ -56,18 +79,6 @@ class AnimateModels:
     @property
     def family(self):
         return self.variant
-
-    @property
-    def device(self):
-        return self.denoising_unet.conv_in.weight.device
-
-    @property
-    def dtype(self):
-        return self.denoising_unet.dtype
-
-    @property
-    def embed_dim(self):
-        return self.denoising_unet.config.cross_attention_dim
 
 
 def _read_errors():

@@ -24,8 +24,8 @@ import torch
 
 from . import sd_checkpoint
 from .controlnet import ControlNet
-from .loading import (WEIGHT_EXTENSIONS, CheckpointError, _check_position_encodings, _load_into, _pe_length,
-                      detect_role, get_device, get_dtype, read_state_dict, unet_config)
+from .loading import (WEIGHT_EXTENSIONS, CheckpointError, FamilyModels, _check_position_encodings, _load_into,
+                      _pe_length, detect_role, get_device, get_dtype, read_state_dict, unet_config)
 from .unet import UNet
 
 log = logging.getLogger(__name__)
@@ -56,25 +56,13 @@ TRAINED_LENGTH = 24
 
 
 @dataclass
-class MagicAnimateModels:
+class MagicAnimateModels(FamilyModels):
     appearance_encoder: UNet
     denoising_unet: UNet
     controlnet: ControlNet
     trained_length: int = TRAINED_LENGTH
     files: dict = field(default_factory=dict)
     family: str = FAMILY
-
-    @property
-    def device(self):
-        return self.denoising_unet.conv_in.weight.device
-
-    @property
-    def dtype(self):
-        return self.denoising_unet.dtype
-
-    @property
-    def embed_dim(self):
-        return self.denoising_unet.config.cross_attention_dim
 
 
 class _NormOnly(torch.nn.Module):

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import Attention, FeedForward, sdpa_attention
-from .loading import CheckpointError, default_device, default_dtype, read_state_dict
+from .loading import CheckpointError, FamilyModels, default_device, default_dtype, read_state_dict
 from .motion_module import temporal_attention
 from .unet import Upsample
 
@@ -466,19 +466,15 @@ def unianimate_config(sd, path="the state dict"):
 
 
 @dataclass
-class UniAnimateModels:
+class UniAnimateModels(FamilyModels):
     unet: UniAnimateUNet
     family: str = "unianimate"
     trained_length: int = TRAINED_LENGTH
     files: dict = field(default_factory=dict)
 
     @property
-    def device(self):
-        return self.unet.time_embed[0].weight.device
-
-    @property
-    def dtype(self):
-        return self.unet.dtype
+    def main_weight(self):
+        return self.unet.time_embed[0].weight
 
     @property
     def embed_dim(self):

@@ -5,12 +5,15 @@ import os
 from dataclasses import dataclass
 
 import comfy.model_management as mm
+import comfy.ops
 import folder_paths
 import torch
+from comfy.ldm.modules.attention import optimized_attention
 from comfy.model_patcher import ModelPatcher
 from comfy_api.latest import io
 
-from ..models.loading import DOWNLOADS, WEIGHT_EXTENSIONS
+from ..models.attention import set_attention
+from ..models.loading import DOWNLOADS, DTYPES, WEIGHT_EXTENSIONS
 
 CATEGORY = "PoseAnimate"
 MODEL_FOLDER = "animate_anyone"
@@ -76,30 +79,68 @@ def download_help():
             "then refresh the page.")
 
 
-@dataclass
-class LoadedModels:
-    """POSEANIMATE_MODELS: the three networks, each under ComfyUI's model management."""
+@dataclass(frozen=True)
+class Placement:
+    """Where ComfyUI puts a family's networks: loaded on ``load_device`` to run, kept on ``offload_device``,
+    stored in ``weight_dtype``, computed in ``compute_dtype`` by ``operations``."""
 
-    reference_net: ModelPatcher
-    denoising_unet: ModelPatcher
-    pose_guider: ModelPatcher
-    variant: str
+    load_device: torch.device
+    offload_device: torch.device
+    weight_dtype: torch.dtype
+    compute_dtype: torch.dtype
+    operations: object
+
+    def patcher(self, net):
+        """``net`` (built on the offload device) under ComfyUI's model management, with its attention."""
+        set_attention(net, optimized_attention)
+        return ModelPatcher(net, self.load_device, self.offload_device)
+
+
+def placement(dtype, params):
+    """ComfyUI's placement of networks of ``params`` parameters for a Load Models ``dtype`` option."""
+    load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
+    weight_dtype = DTYPES.get(dtype) or mm.unet_dtype(load_device, params)
+    cast_dtype = mm.unet_manual_cast(weight_dtype, load_device)
+    operations = comfy.ops.pick_operations(weight_dtype, cast_dtype, load_device)
+    return Placement(load_device, offload_device, weight_dtype, cast_dtype or weight_dtype, operations)
+
+
+@dataclass(kw_only=True)
+class LoadedFamily:
+    """The base of every family's POSEANIMATE_MODELS (its networks' ModelPatchers are the subclass's
+    fields): ``load_device`` and ``offload_device`` are those of ``main_patcher``, the patcher of the
+    network every step runs (a ``denoising_unet`` unless overridden)."""
+
     trained_length: int
     embed_dim: int
     compute_dtype: torch.dtype
     folder: str
 
     @property
-    def family(self):
-        return self.variant
+    def main_patcher(self):
+        return self.denoising_unet
 
     @property
     def load_device(self):
-        return self.denoising_unet.load_device
+        return self.main_patcher.load_device
 
     @property
     def offload_device(self):
-        return self.denoising_unet.offload_device
+        return self.main_patcher.offload_device
+
+
+@dataclass
+class LoadedModels(LoadedFamily):
+    """POSEANIMATE_MODELS: the three networks, each under ComfyUI's model management."""
+
+    reference_net: ModelPatcher
+    denoising_unet: ModelPatcher
+    pose_guider: ModelPatcher
+    variant: str
+
+    @property
+    def family(self):
+        return self.variant
 
 
 @dataclass

@@ -5,14 +5,11 @@ import os
 from dataclasses import dataclass
 
 import comfy.model_management as mm
-import comfy.ops
 import torch
-from comfy.ldm.modules.attention import optimized_attention
 from comfy.model_patcher import ModelPatcher
 
 from ..models import magicanimate as ma_models
-from ..models.attention import set_attention
-from ..models.loading import DTYPES, CheckpointError
+from ..models.loading import CheckpointError
 from ..sampling import magicanimate as ma
 from ..sampling.engine import VAE_SCALE
 from ..sampling.families import context_settings
@@ -40,29 +37,17 @@ def download_help():
 
 
 @dataclass
-class LoadedMagicAnimate:
+class LoadedMagicAnimate(common.LoadedFamily):
     """POSEANIMATE_MODELS for MagicAnimate: its three networks under ComfyUI's model management."""
 
     appearance_encoder: ModelPatcher
     denoising_unet: ModelPatcher
     controlnet: ModelPatcher
-    trained_length: int
-    embed_dim: int
-    compute_dtype: torch.dtype
-    folder: str
     family: str = FAMILY
 
     @property
     def variant(self):
         return self.family
-
-    @property
-    def load_device(self):
-        return self.denoising_unet.load_device
-
-    @property
-    def offload_device(self):
-        return self.denoising_unet.offload_device
 
 
 @dataclass
@@ -78,21 +63,15 @@ def load(node, path, dtype):
         files = ma_models.find_files(path)
     except CheckpointError as e:
         raise common.PoseAnimateError(node, "folder", str(e), download_help()) from e
-    load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
-    params = sum(os.path.getsize(p) for p in files.values()) // 4
-    weight_dtype = DTYPES.get(dtype) or mm.unet_dtype(load_device, params)
-    cast_dtype = mm.unet_manual_cast(weight_dtype, load_device)
-    operations = comfy.ops.pick_operations(weight_dtype, cast_dtype, load_device)
+    place = common.placement(dtype, sum(os.path.getsize(p) for p in files.values()) // 4)
     try:
-        nets = ma_models.build_models(files, device=offload_device, dtype=weight_dtype, operations=operations)
+        nets = ma_models.build_models(files, device=place.offload_device, dtype=place.weight_dtype,
+                                      operations=place.operations)
     except CheckpointError as e:
         raise common.PoseAnimateError(node, "folder", str(e), download_help()) from e
-    patchers = []
-    for net in (nets.appearance_encoder, nets.denoising_unet, nets.controlnet):
-        set_attention(net, optimized_attention)
-        patchers.append(ModelPatcher(net, load_device, offload_device))
+    patchers = [place.patcher(net) for net in (nets.appearance_encoder, nets.denoising_unet, nets.controlnet)]
     return LoadedMagicAnimate(*patchers, trained_length=nets.trained_length, embed_dim=nets.embed_dim,
-                              compute_dtype=cast_dtype or weight_dtype, folder=path)
+                              compute_dtype=place.compute_dtype, folder=path)
 
 
 def reference(node, models, samples, conditioning):

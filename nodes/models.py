@@ -1,12 +1,7 @@
 """Nodes that load the networks and run the ReferenceNet and the PoseGuider."""
 
-import comfy.model_management as mm
-import comfy.ops
-from comfy.ldm.modules.attention import optimized_attention
-from comfy.model_patcher import ModelPatcher
 from comfy_api.latest import io
 
-from ..models.attention import set_attention
 from ..models.loading import DTYPES, CheckpointError, build_models, resolve_files
 from ..sampling.animate_anyone import encode_reference
 from ..sampling.engine import VAE_SCALE
@@ -59,23 +54,17 @@ class LoadModels(io.ComfyNode):
             files = resolve_files(path)
         except CheckpointError as e:
             raise common.PoseAnimateError(cls.NAME, "folder", e.problem, common.download_help()) from e
-        load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
-        params = sum(t.numel() for _, sd in files.values() for t in sd.values())
-        weight_dtype = DTYPES.get(dtype) or mm.unet_dtype(load_device, params)
-        cast_dtype = mm.unet_manual_cast(weight_dtype, load_device)
-        operations = comfy.ops.pick_operations(weight_dtype, cast_dtype, load_device)
+        place = common.placement(dtype, sum(t.numel() for _, sd in files.values() for t in sd.values()))
         try:
-            nets = build_models(files, device=offload_device, dtype=weight_dtype, operations=operations)
+            nets = build_models(files, device=place.offload_device, dtype=place.weight_dtype,
+                                operations=place.operations)
         except CheckpointError as e:
             raise common.PoseAnimateError(cls.NAME, "folder", e.problem, common.download_help()) from e
         del files
-        patchers = []
-        for net in (nets.reference_net, nets.denoising_unet, nets.pose_guider):
-            set_attention(net, optimized_attention)
-            patchers.append(ModelPatcher(net, load_device, offload_device))
+        patchers = [place.patcher(net) for net in (nets.reference_net, nets.denoising_unet, nets.pose_guider)]
         return io.NodeOutput(common.LoadedModels(
             *patchers, variant=nets.variant, trained_length=nets.trained_length, embed_dim=nets.embed_dim,
-            compute_dtype=cast_dtype or weight_dtype, folder=path))
+            compute_dtype=place.compute_dtype, folder=path))
 
 
 class ReferenceEncode(io.ComfyNode):

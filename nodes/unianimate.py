@@ -15,8 +15,7 @@ import torch
 from comfy.ldm.modules.attention import optimized_attention
 from comfy.model_patcher import ModelPatcher
 
-from ..models.attention import set_attention
-from ..models.loading import DTYPES, CheckpointError
+from ..models.loading import CheckpointError
 from ..models.unianimate import DOWNLOAD, build_unianimate, find_unianimate_file, set_attention_fn
 from ..sampling.engine import VAE_SCALE
 from ..sampling.families import context_settings, scheduler_settings
@@ -30,14 +29,10 @@ ENCODERS_HELP = ("load v2-1_512-ema-pruned.ckpt (UniAnimate's release) with Chec
 
 
 @dataclass
-class UniAnimateLoaded:
+class UniAnimateLoaded(common.LoadedFamily):
     """POSEANIMATE_MODELS for UniAnimate: the one video UNet under ComfyUI's model management."""
 
     unet: ModelPatcher
-    trained_length: int
-    embed_dim: int
-    compute_dtype: torch.dtype
-    folder: str
     family: str = FAMILY
 
     @property
@@ -45,12 +40,8 @@ class UniAnimateLoaded:
         return self.family
 
     @property
-    def load_device(self):
-        return self.unet.load_device
-
-    @property
-    def offload_device(self):
-        return self.unet.offload_device
+    def main_patcher(self):
+        return self.unet
 
 
 @dataclass
@@ -75,18 +66,15 @@ def find(path):
 
 def load(node, found, folder, dtype):
     path, sd = found
-    load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
-    weight_dtype = DTYPES.get(dtype) or mm.unet_dtype(load_device, sum(t.numel() for t in sd.values()))
-    cast_dtype = mm.unet_manual_cast(weight_dtype, load_device)
-    operations = comfy.ops.pick_operations(weight_dtype, cast_dtype, load_device)
+    place = common.placement(dtype, sum(t.numel() for t in sd.values()))
     try:
-        unet = build_unianimate(sd, path, device=offload_device, dtype=weight_dtype, operations=operations)
+        unet = build_unianimate(sd, path, device=place.offload_device, dtype=place.weight_dtype,
+                                operations=place.operations)
     except CheckpointError as e:
         raise common.PoseAnimateError(node, "folder", str(e), f"download it again from {DOWNLOAD}.") from e
-    set_attention(unet, optimized_attention)
     set_attention_fn(unet, optimized_attention)
-    return UniAnimateLoaded(ModelPatcher(unet, load_device, offload_device), trained_length=32,
-                            embed_dim=unet.config.context_dim, compute_dtype=cast_dtype or weight_dtype, folder=folder)
+    return UniAnimateLoaded(place.patcher(unet), trained_length=32, embed_dim=unet.config.context_dim,
+                            compute_dtype=place.compute_dtype, folder=folder)
 
 
 def _video_image(node, name, image, h, w):

@@ -192,28 +192,24 @@ def musepose_draw_size(width: int, height: int, short_side: int = 1024) -> tuple
     return int(k * width // 2 * 2), int(k * height // 2 * 2)
 
 
-def _draw_moore(canvas: np.ndarray, people: list[dict[str, _Points]], body: bool, hands: bool,
-                face: bool) -> np.ndarray:
+def _draw_skeleton(canvas: np.ndarray, people: list[dict[str, _Points]], body: bool, hands: bool, face: bool, *,
+                   limb_width: Callable[[float], int], hand_width: Callable[[float], int],
+                   hand_joint_radius: int) -> np.ndarray:
+    """Body, then hands, then face: the order of every reference."""
     if body:
-        canvas = _draw_body(canvas, [p["body"] for p in people], _fixed_width(4), joint_radius=4)
+        canvas = _draw_body(canvas, [p["body"] for p in people], limb_width, joint_radius=4)
     if hands:
         canvas = _draw_hands(canvas, [p[h] for p in people for h in ("left_hand", "right_hand")],
-                            _fixed_width(2), joint_radius=4)
+                            hand_width, joint_radius=hand_joint_radius)
     if face:
         canvas = _draw_face(canvas, [p["face"] for p in people], radius=3)
     return canvas
 
 
-def _draw_musepose(canvas: np.ndarray, people: list[dict[str, _Points]], body: bool, hands: bool,
-                   face: bool) -> np.ndarray:
-    if body:
-        canvas = _draw_body(canvas, [p["body"] for p in people], musepose_width, joint_radius=4)
-    if hands:
-        canvas = _draw_hands(canvas, [p[h] for p in people for h in ("left_hand", "right_hand")],
-                            musepose_width, joint_radius=3)
-    if face:
-        canvas = _draw_face(canvas, [p["face"] for p in people], radius=3)
-    return canvas
+_draw_moore = functools.partial(_draw_skeleton, limb_width=_fixed_width(4), hand_width=_fixed_width(2),
+                                hand_joint_radius=4)
+_draw_musepose = functools.partial(_draw_skeleton, limb_width=musepose_width, hand_width=musepose_width,
+                                   hand_joint_radius=3)
 
 
 def unianimate_draw_size(width: int, height: int) -> tuple[int, int]:
@@ -239,12 +235,7 @@ def _draw_unianimate(canvas: np.ndarray, people: list[dict[str, _Points]], body:
         bodies = [_with_toes(p["body"], p["feet"], draw_size) for p in people]
         canvas = _draw_body(canvas, bodies, _fixed_width(4), joint_radius=4,
                             limbs=LIMBS[:DRAWN_LIMBS] + UNIANIMATE_FOOT_LIMBS, colors=UNIANIMATE_COLORS)
-    if hands:
-        canvas = _draw_hands(canvas, [p[h] for p in people for h in ("left_hand", "right_hand")],
-                            _fixed_width(2), joint_radius=4)
-    if face:
-        canvas = _draw_face(canvas, [p["face"] for p in people], radius=3)
-    return canvas
+    return _draw_moore(canvas, people, False, hands, face)
 
 
 _PIL_PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit resampling (32 - 8 - 2)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.unet import AttentionState
-from .engine import GUIDED, check_finite, check_images, check_sampling, make_noise, run_sampler
+from .engine import GUIDED, check_finite, check_images, check_sampling, run_sampler, starting_noise
 from .families import context_settings, get_family, scheduler_settings
 from .temperature import PoseTemperature, check_strength, grid_sizes
 
@@ -133,14 +133,14 @@ class AnimateAnyoneModel:
 
 
 @torch.inference_mode()
-def sample(unet, *, reference: ReferenceFeatures, noise, pose_features=None, pose_images=None, pose_guider=None,
-           steps=20, cfg=3.5, scheduler=None, context=None, callback=None, seed=0, trained_length=None,
-           family="moore", pose_temperature=0.0, device=None, dtype=None):
-    """Denoise ``noise`` ``[F, 4, h, w]`` into latents (scaled like the reference latents), computing
-    on ``device`` in ``dtype`` (default: the UNet's weights'). The poses are ``pose_features``
-    ``[F, C, h, w]`` or ``pose_images`` ``[F, 8h, 8w, 3]`` with their ``pose_guider`` (encoded per window).
-    ``pose_temperature``: strength of TCAN's pose temperature map (0 = off, TCAN: 3; needs
-    ``pose_images``). Returns float32 latents on the CPU."""
+def window_model(unet, *, reference: ReferenceFeatures, noise, pose_features=None, pose_images=None, pose_guider=None,
+                 steps=20, cfg=3.5, scheduler=None, context=None, callback=None, seed=0, trained_length=None,
+                 family="moore", pose_temperature=0.0, device=None, dtype=None):
+    """The window model that denoises ``noise`` ``[F, 4, h, w]`` into latents (scaled like the reference
+    latents), computing on ``device`` in ``dtype`` (default: the UNet's weights'). The poses are
+    ``pose_features`` ``[F, C, h, w]`` or ``pose_images`` ``[F, 8h, 8w, 3]`` with their ``pose_guider``
+    (encoded per window). ``pose_temperature``: strength of TCAN's pose temperature map (0 = off, TCAN: 3;
+    needs ``pose_images``). Returns ``(model, noise, run)``: ``run_sampler(model, noise, **run)`` samples."""
     check_strength(pose_temperature)
     if pose_temperature and pose_images is None:
         raise ValueError("pose_temperature needs the pose images: give pose_images (with their pose_guider) "
@@ -172,13 +172,19 @@ def sample(unet, *, reference: ReferenceFeatures, noise, pose_features=None, pos
         temperature = PoseTemperature(pose[:frames], pose_temperature, grids, device)
     model = AnimateAnyoneModel(unet, reference, pose[:frames], pose_guider=pose_guider, temperature=temperature,
                                device=device, dtype=dtype or unet.dtype)
-    return run_sampler(model, noise, steps=steps, cfg=cfg, scheduler=scheduler_settings(family, scheduler),
-                       context=opts, callback=callback, seed=seed, device=device)
+    return model, noise, dict(steps=steps, cfg=cfg, scheduler=scheduler_settings(family, scheduler), context=opts,
+                              callback=callback, seed=seed, device=device)
 
 
-def animate(models, *, reference_latents, image_embeds, pose_images, noise=None, seed=None, steps=20, cfg=3.5,
-            scheduler=None, context=None, callback=None, pose_temperature=0.0):
-    """Animate the reference with the pose images; returns latents ``[F, 4, h, w]`` (x 0.18215).
+def sample(unet, **inputs):
+    """Denoise with :func:`window_model` (the same inputs); returns float32 latents on the CPU."""
+    model, noise, run = window_model(unet, **inputs)
+    return run_sampler(model, noise, **run)
+
+
+def build_window_model(models, *, reference_latents, image_embeds, pose_images, noise=None, seed=None, steps=20,
+                       cfg=3.5, scheduler=None, context=None, callback=None, pose_temperature=0.0):
+    """What :func:`animate` samples: ``(model, noise, run)``, as :func:`window_model` returns them.
 
     ``reference_latents`` ``[1, 4, h, w]`` (VAE latents x 0.18215), ``image_embeds`` ``[1, C]`` (CLIP
     ``image_embeds``), ``pose_images`` ``[F, 8h, 8w, 3]`` in [0, 1] (or uint8), ``noise`` ``[F, 4, h, w]``
@@ -199,16 +205,16 @@ def animate(models, *, reference_latents, image_embeds, pose_images, noise=None,
                          f"reference_latents {list(lat.shape)}, got {list(poses.shape)}")
     opts = context_settings(models.family, context)
     shape = (frames, lat.shape[1], lat.shape[2], lat.shape[3])
-    if noise is None:
-        noise = make_noise(shape, 0 if seed is None else seed, "cpu", opts)
-    else:
-        noise = check_finite("noise", noise)
-        if noise.ndim == 5 and noise.shape[0] == 1:
-            noise = noise[0].transpose(0, 1)
-        if tuple(noise.shape) != shape:
-            raise ValueError(f"noise must be {list(shape)} (frames, 4, h, w), got {list(noise.shape)}")
+    noise = starting_noise(noise, shape, seed, opts)
     reference = encode_reference(models.reference_net, lat, image_embeds)
-    return sample(models.denoising_unet, reference=reference, pose_images=poses, pose_guider=models.pose_guider,
-                  noise=noise, steps=steps, cfg=cfg, scheduler=scheduler, context=opts, callback=callback,
-                  seed=0 if seed is None else seed, trained_length=models.trained_length, family=models.family,
-                  pose_temperature=pose_temperature)
+    return window_model(models.denoising_unet, reference=reference, pose_images=poses, pose_guider=models.pose_guider,
+                        noise=noise, steps=steps, cfg=cfg, scheduler=scheduler, context=opts, callback=callback,
+                        seed=0 if seed is None else seed, trained_length=models.trained_length, family=models.family,
+                        pose_temperature=pose_temperature)
+
+
+def animate(models, **inputs):
+    """Animate the reference with the pose images (the inputs of :func:`build_window_model`); returns
+    latents ``[F, 4, h, w]`` (x 0.18215)."""
+    model, noise, run = build_window_model(models, **inputs)
+    return run_sampler(model, noise, **run)

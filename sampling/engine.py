@@ -6,8 +6,6 @@ module owns the context windows, their fusion and classifier-free guidance, and 
 to a sampler from :mod:`.schedulers`. Neither knows which family it drives.
 """
 
-import contextlib
-import contextvars
 import math
 import numbers
 from typing import Protocol, Sequence
@@ -126,19 +124,17 @@ def make_noise(shape, seed, device, opts: ContextOptions | None = None):
     return noise.to(device)
 
 
-_WINDOW_MODEL_WRAPPER = contextvars.ContextVar("poseanimate_window_model_wrapper", default=None)
-
-
-@contextlib.contextmanager
-def window_model_wrapper(wrap):
-    """Within the block :func:`run_sampler` samples with ``wrap(model, context) -> (model, context)``
-    in place of the family's window model and context options (sampling/parallel.py spreads the
-    windows over Ray workers this way, whatever the family)."""
-    token = _WINDOW_MODEL_WRAPPER.set(wrap)
-    try:
-        yield
-    finally:
-        _WINDOW_MODEL_WRAPPER.reset(token)
+def starting_noise(noise, shape, seed, opts: ContextOptions):
+    """The caller's ``noise`` (``[F, C, h, w]``, or the reference pipelines' ``[1, C, F, h, w]``) as
+    ``[F, C, h, w]``, ValueError unless it is ``shape``; None: :func:`make_noise` from ``seed`` (None: 0)."""
+    if noise is None:
+        return make_noise(shape, 0 if seed is None else seed, "cpu", opts)
+    noise = check_finite("noise", noise)
+    if noise.ndim == 5 and noise.shape[0] == 1:
+        noise = noise[0].transpose(0, 1)
+    if tuple(noise.shape) != shape:
+        raise ValueError(f"noise must be {list(shape)} (frames, 4, h, w), got {list(noise.shape)}")
+    return noise
 
 
 @torch.inference_mode()
@@ -153,9 +149,6 @@ def run_sampler(model: WindowModel, noise, *, steps, cfg, scheduler: dict, conte
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     device = device or noise.device
-    wrap = _WINDOW_MODEL_WRAPPER.get()
-    if wrap is not None:
-        model, context = wrap(model, context)
     runs = len(timesteps(config, steps, name))  # more than steps with timestep_spacing "stride"
     denoiser = WindowedDenoiser(model, cfg=cfg, opts=context, steps=runs, callback=callback)
     g = torch.Generator("cpu").manual_seed(int(seed) + 1)

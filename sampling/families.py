@@ -1,9 +1,9 @@
 """The model families the engine runs, as data: where each one's code lives and its defaults.
 
-A family module exposes ``animate(models, **inputs)``; it builds a window model (see
-:class:`~poseanimate.sampling.engine.WindowModel`) and hands it to
-:func:`~poseanimate.sampling.engine.run_sampler`. The sampler loop and the windowed denoiser never
-look at the family.
+A family module exposes ``build_window_model(models, **inputs)``, which returns a window model (see
+:class:`~poseanimate.sampling.engine.WindowModel`), the starting noise and the keyword arguments of
+:func:`~poseanimate.sampling.engine.run_sampler`, and ``animate(models, **inputs)``, which samples
+them. The sampler loop and the windowed denoiser never look at the family.
 """
 
 import importlib

@@ -25,7 +25,7 @@ import torch
 
 from ..models.unet import AttentionState
 from .animate_anyone import check_pose_images, pose_input
-from .engine import VAE_SCALE, check_finite, check_sampling, make_noise, run_sampler
+from .engine import VAE_SCALE, check_finite, check_sampling, run_sampler, starting_noise
 from .families import context_settings, get_family, scheduler_settings
 from .temperature import PoseTemperature, check_strength, grid_sizes
 
@@ -135,11 +135,12 @@ def check_inputs(reference_latents, text_embeds, pose_images, embed_dim):
 
 
 @torch.inference_mode()
-def sample(networks, *, reference_latents, text_embeds, pose_images, noise, steps, cfg, scheduler=None,
-           context=None, pose_temperature=0.0, callback=None, seed=0, trained_length=None, device=None,
-           dtype=None):
-    """Denoise ``noise`` ``[F, 4, h, w]`` with ``networks`` (``appearance_encoder``, ``denoising_unet``,
-    ``controlnet``) on ``device`` in ``dtype`` (default: the UNet's). Returns float32 latents on the CPU."""
+def window_model(networks, *, reference_latents, text_embeds, pose_images, noise, steps, cfg, scheduler=None,
+                 context=None, pose_temperature=0.0, callback=None, seed=0, trained_length=None, device=None,
+                 dtype=None):
+    """The window model that denoises ``noise`` ``[F, 4, h, w]`` with ``networks`` (``appearance_encoder``,
+    ``denoising_unet``, ``controlnet``) on ``device`` in ``dtype`` (default: the UNet's). Returns
+    ``(model, noise, run)``: ``run_sampler(model, noise, **run)`` samples."""
     lat, text, poses = check_inputs(reference_latents, text_embeds, pose_images,
                                     networks.denoising_unet.config.cross_attention_dim)
     check_strength(pose_temperature)
@@ -162,13 +163,19 @@ def sample(networks, *, reference_latents, text_embeds, pose_images, noise, step
         temperature = PoseTemperature(poses[:frames], pose_temperature, grids, device)
     model = MagicAnimateModel(networks, lat, text, poses[:frames], temperature=temperature, device=device,
                               dtype=dtype or networks.denoising_unet.dtype)
-    return run_sampler(model, noise, steps=steps, cfg=cfg, scheduler=scheduler_settings("magicanimate", scheduler),
-                       context=opts, callback=callback, seed=seed, device=device)
+    return model, noise, dict(steps=steps, cfg=cfg, scheduler=scheduler_settings("magicanimate", scheduler),
+                              context=opts, callback=callback, seed=seed, device=device)
 
 
-def animate(models, *, reference_latents, text_embeds, pose_images, noise=None, seed=None, steps, cfg,
-            scheduler=None, context=None, pose_temperature=0.0, callback=None):
-    """Animate the reference with DensePose images; returns latents ``[F, 4, h, w]`` (x 0.18215).
+def sample(networks, **inputs):
+    """Denoise with :func:`window_model` (the same inputs); returns float32 latents on the CPU."""
+    model, noise, run = window_model(networks, **inputs)
+    return run_sampler(model, noise, **run)
+
+
+def build_window_model(models, *, reference_latents, text_embeds, pose_images, noise=None, seed=None, steps, cfg,
+                       scheduler=None, context=None, pose_temperature=0.0, callback=None):
+    """What :func:`animate` samples: ``(model, noise, run)``, as :func:`window_model` returns them.
 
     ``reference_latents`` ``[1, 4, h, w]`` (VAE latents x 0.18215); ``text_embeds`` ``[1, 77, C]``: the SD1.5 text
     encoder's output for the empty prompt (both guidance branches get it, as in the reference);
@@ -181,14 +188,14 @@ def animate(models, *, reference_latents, text_embeds, pose_images, noise=None, 
                                     check_finite("text_embeds", text_embeds), pose_images, models.embed_dim)
     opts = context_settings(models.family, context)
     shape = (poses.shape[0], 4, lat.shape[2], lat.shape[3])
-    if noise is None:
-        noise = make_noise(shape, 0 if seed is None else seed, "cpu", opts)
-    else:
-        noise = check_finite("noise", noise)
-        if noise.ndim == 5 and noise.shape[0] == 1:
-            noise = noise[0].transpose(0, 1)
-        if tuple(noise.shape) != shape:
-            raise ValueError(f"noise must be {list(shape)} (frames, 4, h, w), got {list(noise.shape)}")
-    return sample(models, reference_latents=lat, text_embeds=text, pose_images=poses, noise=noise, steps=steps,
-                  cfg=cfg, scheduler=scheduler, context=opts, pose_temperature=pose_temperature, callback=callback,
-                  seed=0 if seed is None else seed, trained_length=models.trained_length)
+    noise = starting_noise(noise, shape, seed, opts)
+    return window_model(models, reference_latents=lat, text_embeds=text, pose_images=poses, noise=noise, steps=steps,
+                        cfg=cfg, scheduler=scheduler, context=opts, pose_temperature=pose_temperature,
+                        callback=callback, seed=0 if seed is None else seed, trained_length=models.trained_length)
+
+
+def animate(models, **inputs):
+    """Animate the reference with DensePose images (the inputs of :func:`build_window_model`); returns
+    latents ``[F, 4, h, w]`` (x 0.18215)."""
+    model, noise, run = build_window_model(models, **inputs)
+    return run_sampler(model, noise, **run)

@@ -1,8 +1,8 @@
 """Window-parallel sampling on Ray: one clip's context windows spread over N workers.
 
 Each worker (a Ray actor) loads the networks once and, per video, builds the family's own window
-model from the same inputs the caller gives :func:`~poseanimate.sampling.engine.animate` (the
-family's code runs unchanged in every worker). During sampling the caller's windowed denoiser
+model (the family module's ``build_window_model``) from the same inputs the caller gives
+:func:`~poseanimate.sampling.engine.animate`. During sampling the caller's windowed denoiser
 hands every window of a step to :class:`ParallelWindowModel` at once; it splits them into N
 contiguous shares, sends each worker its share of the latents and gathers the predictions in
 window order, so fusion and guidance are exactly the single-process engine's. Latents and the
@@ -21,20 +21,10 @@ from dataclasses import replace
 import ray
 import torch
 
-from .context import ContextOptions
-from .engine import animate, window_model_wrapper
+from .engine import run_sampler
+from .families import family_module
 
 log = logging.getLogger(__name__)
-
-
-class _Captured(Exception):
-    def __init__(self, model):
-        super().__init__("window model captured")
-        self.model = model
-
-
-def _capture(model, opts):
-    raise _Captured(model)
 
 
 class WindowWorker:
@@ -55,16 +45,9 @@ class WindowWorker:
         return self.windows
 
     def prepare(self, inputs):
-        """Build the family's window model for one video by running the family's ``animate`` up to
-        the sampler (where it is captured)."""
+        """Build the family's window model for one video."""
         self.model = None
-        try:
-            with window_model_wrapper(_capture):
-                animate(self.models, **inputs)
-        except _Captured as c:
-            self.model = c.model
-        if self.model is None:
-            raise RuntimeError(f"the {self.models.family} family's animate never reached the sampler")
+        self.model = family_module(self.models.family).build_window_model(self.models, **inputs)[0]
         return True
 
     @torch.inference_mode()
@@ -131,10 +114,8 @@ class WindowWorkers:
         workers; the same inputs, the same result."""
         shared = {k: v for k, v in inputs.items() if k != "callback"}
         ray.get([w.prepare.remote(shared) for w in self.workers])
-
-        def wrap(model, opts: ContextOptions):
-            # every window of a step in one call; each worker takes the caller's window_batch at a time
-            return ParallelWindowModel(self.workers, opts.window_batch), replace(opts, window_batch=1 << 30)
-
-        with window_model_wrapper(wrap):
-            return animate(models, **inputs)
+        _, noise, run = family_module(models.family).build_window_model(models, **inputs)
+        opts = run.pop("context")
+        # every window of a step in one call; each worker takes the caller's window_batch at a time
+        return run_sampler(ParallelWindowModel(self.workers, opts.window_batch), noise,
+                           context=replace(opts, window_batch=1 << 30), **run)

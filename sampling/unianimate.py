@@ -168,12 +168,12 @@ def starting_latents(shape, seed, reference_latents, *, context=None, scheduler=
 
 
 @torch.inference_mode()
-def sample(unet, *, reference_latents, image_embeds, text_embeds, reference_image, reference_pose, pose_images, noise,
-           first_frame=False, steps=30, cfg=2.5, scheduler=None, context=None, callback=None, seed=0, device=None,
-           dtype=None, pose_temperature=0.0):
-    """Denoise ``noise`` ``[F, 4, h, w]`` (the starting latents, used as given) with the UniAnimate UNet on
-    ``device`` in ``dtype`` (default: the UNet's); see :func:`animate` for the inputs. Returns float32
-    latents ``[F, 4, h, w]`` on the CPU."""
+def window_model(unet, *, reference_latents, image_embeds, text_embeds, reference_image, reference_pose, pose_images,
+                 noise, first_frame=False, steps=30, cfg=2.5, scheduler=None, context=None, callback=None, seed=0,
+                 device=None, dtype=None, pose_temperature=0.0):
+    """The window model that denoises ``noise`` ``[F, 4, h, w]`` (the starting latents, used as given) with the
+    UniAnimate UNet on ``device`` in ``dtype`` (default: the UNet's); see :func:`build_window_model` for the
+    inputs. Returns ``(model, noise, run)``: ``run_sampler(model, noise, **run)`` samples."""
     opts = context_settings(FAMILY, context)
     frames = noise.shape[0]
     given = torch.as_tensor(pose_images).shape[0]
@@ -189,14 +189,20 @@ def sample(unet, *, reference_latents, image_embeds, text_embeds, reference_imag
                                   reference_pose=reference_pose, pose_images=torch.as_tensor(pose_images)[:frames],
                                   first_frame=first_frame, pose_temperature=pose_temperature, device=device,
                                   dtype=dtype)
-    return run_sampler(model, noise, steps=steps, cfg=cfg, scheduler=scheduler_settings(FAMILY, scheduler),
-                       context=opts, callback=callback, seed=seed, device=device)
+    return model, noise, dict(steps=steps, cfg=cfg, scheduler=scheduler_settings(FAMILY, scheduler), context=opts,
+                              callback=callback, seed=seed, device=device)
 
 
-def animate(models, *, reference_latents, image_embeds, text_embeds, reference_image, reference_pose, pose_images,
-            first_frame=False, noise=None, seed=None, steps, cfg, context=None, callback=None, scheduler=None,
-            pose_temperature=0.0):
-    """Animate the reference with UniAnimate; returns latents ``[F, 4, h, w]`` (x 0.18215).
+def sample(unet, **inputs):
+    """Denoise with :func:`window_model` (the same inputs); returns float32 latents ``[F, 4, h, w]`` on the CPU."""
+    model, noise, run = window_model(unet, **inputs)
+    return run_sampler(model, noise, **run)
+
+
+def build_window_model(models, *, reference_latents, image_embeds, text_embeds, reference_image, reference_pose,
+                       pose_images, first_frame=False, noise=None, seed=None, steps, cfg, context=None, callback=None,
+                       scheduler=None, pose_temperature=0.0):
+    """What :func:`animate` samples: ``(model, noise, run)``, as :func:`window_model` returns them.
 
     ``reference_latents`` ``[1, 4, h, w]`` (VAE latent x 0.18215); ``image_embeds`` ``[1, C]`` or ``[1, 1, C]``
     (OpenCLIP ViT-H-14 image embedding of the reference at 224x224); ``text_embeds`` ``[1, 77, C]`` (the
@@ -223,7 +229,14 @@ def animate(models, *, reference_latents, image_embeds, text_embeds, reference_i
             noise = noise[0].transpose(0, 1)
         if tuple(noise.shape) != shape:
             raise ValueError(f"noise must be {list(shape)} (frames, 4, h, w), got {list(noise.shape)}")
-    return sample(models.unet, reference_latents=lat, image_embeds=image_embeds, text_embeds=text_embeds,
-                  reference_image=reference_image, reference_pose=reference_pose, pose_images=poses, noise=noise,
-                  first_frame=first_frame, steps=steps, cfg=cfg, scheduler=scheduler, context=context,
-                  callback=callback, seed=0 if seed is None else seed, pose_temperature=pose_temperature)
+    return window_model(models.unet, reference_latents=lat, image_embeds=image_embeds, text_embeds=text_embeds,
+                        reference_image=reference_image, reference_pose=reference_pose, pose_images=poses, noise=noise,
+                        first_frame=first_frame, steps=steps, cfg=cfg, scheduler=scheduler, context=context,
+                        callback=callback, seed=0 if seed is None else seed, pose_temperature=pose_temperature)
+
+
+def animate(models, **inputs):
+    """Animate the reference with UniAnimate (the inputs of :func:`build_window_model`); returns latents
+    ``[F, 4, h, w]`` (x 0.18215)."""
+    model, noise, run = build_window_model(models, **inputs)
+    return run_sampler(model, noise, **run)

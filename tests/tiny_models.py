@@ -88,10 +88,29 @@ def _save(sd, path):
     return path
 
 
+def _clip_encoder(sd, prefix, layers, width, mlp, generator, norms):
+    """Add the ``layers`` transformer layers of a CLIP encoder under ``prefix`` (transformers key names) to
+    ``sd``, then every layer norm (``norms`` and the layers' own) as ones and zeros; returns ``sd``."""
+    for i in range(layers):
+        layer = f"{prefix}.encoder.layers.{i}"
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            sd[f"{layer}.self_attn.{proj}.weight"] = _random((width, width), generator)
+            sd[f"{layer}.self_attn.{proj}.bias"] = torch.zeros(width, dtype=torch.float16)
+        sd[f"{layer}.mlp.fc1.weight"] = _random((mlp, width), generator)
+        sd[f"{layer}.mlp.fc1.bias"] = torch.zeros(mlp, dtype=torch.float16)
+        sd[f"{layer}.mlp.fc2.weight"] = _random((width, mlp), generator)
+        sd[f"{layer}.mlp.fc2.bias"] = torch.zeros(width, dtype=torch.float16)
+        norms = [*norms, f"{layer}.layer_norm1", f"{layer}.layer_norm2"]
+    for norm in norms:
+        sd[f"{norm}.weight"] = torch.ones(width, dtype=torch.float16)
+        sd[f"{norm}.bias"] = torch.zeros(width, dtype=torch.float16)
+    return sd
+
+
 def write_clip_vision_vitl(path, seed=0):
     """CLIP ViT-L/14 (224 px, patch 14, width 1024, 24 layers, MLP 4096) + 768 projection."""
     g = torch.Generator().manual_seed(seed)
-    width, mlp = 1024, 4096
+    width = 1024
     sd = {
         "vision_model.embeddings.class_embedding": _random((width,), g),
         "vision_model.embeddings.patch_embedding.weight": _random((width, 3, 14, 14), g),
@@ -99,45 +118,18 @@ def write_clip_vision_vitl(path, seed=0):
         "visual_projection.weight": _random((768, width), g),
     }
     norms = ["vision_model.pre_layrnorm", "vision_model.post_layernorm"]
-    for i in range(24):
-        layer = f"vision_model.encoder.layers.{i}"
-        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            sd[f"{layer}.self_attn.{proj}.weight"] = _random((width, width), g)
-            sd[f"{layer}.self_attn.{proj}.bias"] = torch.zeros(width, dtype=torch.float16)
-        sd[f"{layer}.mlp.fc1.weight"] = _random((mlp, width), g)
-        sd[f"{layer}.mlp.fc1.bias"] = torch.zeros(mlp, dtype=torch.float16)
-        sd[f"{layer}.mlp.fc2.weight"] = _random((width, mlp), g)
-        sd[f"{layer}.mlp.fc2.bias"] = torch.zeros(width, dtype=torch.float16)
-        norms += [f"{layer}.layer_norm1", f"{layer}.layer_norm2"]
-    for norm in norms:
-        sd[f"{norm}.weight"] = torch.ones(width, dtype=torch.float16)
-        sd[f"{norm}.bias"] = torch.zeros(width, dtype=torch.float16)
-    return _save(sd, path)
+    return _save(_clip_encoder(sd, "vision_model", 24, width, 4096, g, norms), path)
 
 
 def write_clip_text_l(path, seed=0):
-    """CLIP ViT-L/14 text model: vocabulary 49408, 77 positions, width 768, 12 layers, MLP 3072."""
+    """SD1.5's text encoder (CLIP ViT-L/14 text model, transformers key names) with random weights, fp16:
+    ComfyUI's CLIPLoader (type stable_diffusion) fixes its size (vocabulary 49408, 77 positions, width 768,
+    12 layers, MLP 3072)."""
     g = torch.Generator().manual_seed(seed)
-    width, mlp = 768, 3072
-    sd = {
-        "text_model.embeddings.token_embedding.weight": _random((49408, width), g),
-        "text_model.embeddings.position_embedding.weight": _random((77, width), g),
-    }
-    norms = ["text_model.final_layer_norm"]
-    for i in range(12):
-        layer = f"text_model.encoder.layers.{i}"
-        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            sd[f"{layer}.self_attn.{proj}.weight"] = _random((width, width), g)
-            sd[f"{layer}.self_attn.{proj}.bias"] = torch.zeros(width, dtype=torch.float16)
-        sd[f"{layer}.mlp.fc1.weight"] = _random((mlp, width), g)
-        sd[f"{layer}.mlp.fc1.bias"] = torch.zeros(mlp, dtype=torch.float16)
-        sd[f"{layer}.mlp.fc2.weight"] = _random((width, mlp), g)
-        sd[f"{layer}.mlp.fc2.bias"] = torch.zeros(width, dtype=torch.float16)
-        norms += [f"{layer}.layer_norm1", f"{layer}.layer_norm2"]
-    for norm in norms:
-        sd[f"{norm}.weight"] = torch.ones(width, dtype=torch.float16)
-        sd[f"{norm}.bias"] = torch.zeros(width, dtype=torch.float16)
-    return _save(sd, path)
+    width = 768
+    sd = {"text_model.embeddings.token_embedding.weight": _random((49408, width), g),
+          "text_model.embeddings.position_embedding.weight": _random((77, width), g)}
+    return _save(_clip_encoder(sd, "text_model", 12, width, 3072, g, ["text_model.final_layer_norm"]), path)
 
 
 def write_sd_vae(path, seed=0):
@@ -283,27 +275,3 @@ def write_magicanimate_folder(path, width=32, cross_attention_dim=768, seed=0, u
     elif unet is not None:
         raise ValueError(f"unknown unet format {unet!r}; valid: diffusers, ldm, None")
     return path
-
-
-def write_clip_text_l(path, seed=0):
-    """SD1.5's text encoder (CLIP ViT-L/14 text model, transformers key names) with random weights, fp16:
-    ComfyUI's CLIPLoader (type stable_diffusion) fixes its size (12 layers, width 768, 77 positions)."""
-    g = torch.Generator().manual_seed(seed)
-    width, mlp, vocab = 768, 3072, 49408
-    sd = {"text_model.embeddings.token_embedding.weight": _random((vocab, width), g),
-          "text_model.embeddings.position_embedding.weight": _random((77, width), g)}
-    norms = ["text_model.final_layer_norm"]
-    for i in range(12):
-        layer = f"text_model.encoder.layers.{i}"
-        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            sd[f"{layer}.self_attn.{proj}.weight"] = _random((width, width), g)
-            sd[f"{layer}.self_attn.{proj}.bias"] = torch.zeros(width, dtype=torch.float16)
-        sd[f"{layer}.mlp.fc1.weight"] = _random((mlp, width), g)
-        sd[f"{layer}.mlp.fc1.bias"] = torch.zeros(mlp, dtype=torch.float16)
-        sd[f"{layer}.mlp.fc2.weight"] = _random((width, mlp), g)
-        sd[f"{layer}.mlp.fc2.bias"] = torch.zeros(width, dtype=torch.float16)
-        norms += [f"{layer}.layer_norm1", f"{layer}.layer_norm2"]
-    for norm in norms:
-        sd[f"{norm}.weight"] = torch.ones(width, dtype=torch.float16)
-        sd[f"{norm}.bias"] = torch.zeros(width, dtype=torch.float16)
-    return _save(sd, path)
