@@ -125,7 +125,8 @@ def _download_parser(sub):
 
 def _convert_parser(sub):
     p = sub.add_parser("convert", parents=[_common()], help="convert released fp32 .pth files to fp16 safetensors",
-                       description="Convert an Animate Anyone model file, or every network file of a folder, "
+                       description="Convert an Animate Anyone (or UniAnimate) model file, or every network file "
+                                   "of a folder, "
                                    "to half-precision safetensors (half the size); every tensor is checked after "
                                    "writing. The loader reads the converted folder like the original.")
     p.add_argument("src", help="a model file or folder")

@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..models.loading import ROLES, WEIGHT_EXTENSIONS, detect_role, first_line, read_state_dict
+from ..models.unianimate import is_unianimate
 from .files import same_file, temporary_file, temporary_folder
 
 log = logging.getLogger("poseanimate.cli")
@@ -133,7 +134,8 @@ def _check_folder(folder, what):
 
 
 def convert(src, dst=None, dtype="fp16", replace=False, report=print):
-    """Convert one file, or every Animate Anyone network file of a folder, to ``dtype`` safetensors.
+    """Convert one file, or every Animate Anyone network file (and UniAnimate UNet file) of a folder, to
+    ``dtype`` safetensors.
 
     Folder: ``dst`` defaults to ``<src>-fp16``; ``replace`` writes next to the sources instead and
     deletes the sources once every converted file has passed the check. A folder is converted
@@ -179,8 +181,8 @@ def _convert_folder(src, dst, dtype_name, dtype, replace, report):
             path = os.path.join(src, name)
             sd = read_state_dict(path)
             role = detect_role(sd)
-            if role not in ROLES:
-                report(f"skipped {name}: {role}, not an Animate Anyone network")
+            if role not in ROLES and not is_unianimate(sd):
+                report(f"skipped {name}: {role}, not an Animate Anyone network or a UniAnimate UNet")
                 continue
             if replace and name.endswith(".safetensors") and in_dtype(sd, dtype):
                 report(f"kept {name}: already {dtype_name}")
@@ -202,7 +204,8 @@ def _convert_folder(src, dst, dtype_name, dtype, replace, report):
             sources.append(path)
             del sd
         if not staged and not done:
-            raise ConvertError(f"{src} holds no Animate Anyone network files ({', '.join(ROLES)})")
+            raise ConvertError(f"{src} holds no Animate Anyone network files ({', '.join(ROLES)}) and no UniAnimate "
+                               "UNet")
         if not os.path.isdir(dst):
             os.rename(staging, dst)
         else:

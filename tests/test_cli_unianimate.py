@@ -146,3 +146,19 @@ def test_manual_download_instructions_name_modelscope(tmp_path):
     text = dl.manual_instructions(str(tmp_path), files)
     assert "iic/unianimate" in text and "open_clip_pytorch_model.bin" in text
     assert "ModelScope" not in dl.manual_instructions(str(tmp_path), dl.remotes("moore")["vae"])
+
+
+def test_convert_a_unianimate_folder_to_half_precision(work, tmp_path):
+    """`poseanimate convert` takes UniAnimate's UNet too; the converted folder loads as the same family."""
+    from poseanimate.cli.convert import convert
+    from poseanimate.models.loading import load_models
+
+    src = tmp_path / "unianimate"
+    shutil.copytree(work / "models" / dl.networks_dir("unianimate"), src)
+    written = convert(str(src), report=lambda line: None)
+    assert [os.path.basename(p) for p in written] == ["unianimate_16f_32f_non_ema_223000.safetensors"]
+    half = load_models(str(tmp_path / "unianimate-fp16"), device="cpu", dtype=torch.float32)
+    full = load_models(str(src), device="cpu", dtype=torch.float32)
+    assert half.family == "unianimate"
+    for (k, a), b in zip(full.unet.state_dict().items(), half.unet.state_dict().values()):
+        assert torch.equal(a.half().float(), b), k
