@@ -59,16 +59,34 @@ def test_registry_metadata():
     assert names == declared - {"torch"}
 
 
+EXAMPLES = os.path.join(ROOT, "example_workflows")
+WORKFLOWS = ["animate_anyone.json", "magicanimate.json", "musepose.json", "unianimate.json"]
+
+
+def test_each_example_workflow_has_a_template_thumbnail():
+    """ComfyUI serves example_workflows/ at /api/workflow_templates/<pack folder>/ and lists its *.json
+    (app/custom_node_manager.py); frontend 1.27 shows <workflow name>.jpg from there on the template
+    card (mediaSubtype "jpg" for every custom-node template), a 256 px square that keeps the aspect."""
+    from PIL import Image
+
+    thumbnails = [name.removesuffix(".json") + ".jpg" for name in WORKFLOWS]
+    assert sorted(os.listdir(EXAMPLES)) == sorted(WORKFLOWS + thumbnails)
+    for name in thumbnails:
+        path = os.path.join(EXAMPLES, name)
+        assert os.path.getsize(path) <= 40_000, f"{name} is {os.path.getsize(path)} bytes: keep the repo small"
+        with Image.open(path) as image:
+            assert image.format == "JPEG" and image.mode == "RGB", f"{name} is {image.format} {image.mode}"
+            assert 384 <= max(image.size) <= 640, f"{name} is {image.size}: make it about 512 px across"
+
+
 def test_example_workflows_are_ui_format_with_our_nodes():
-    folder = os.path.join(ROOT, "example_workflows")
-    assert sorted(os.listdir(folder)) == ["animate_anyone.json", "magicanimate.json", "musepose.json", "unianimate.json"]
     common = {"LoadImage", "ImageScale", "LoadVideo", "GetVideoComponents", "VAEEncode", "CreateVideo", "SaveVideo"}
     ours = {"PoseAnimateLoadModels", "PoseAnimateReferenceEncode", "PoseAnimatePoseGuiderEncode",
             "PoseAnimateContextWindows", "PoseAnimateSampler", "PoseAnimateVAEDecode"}
     skeleton = {"PoseAnimatePoseExtract", "PoseAnimatePoseRetarget", "PoseAnimatePoseRender"}
     styles = {"animate_anyone.json": "moore", "musepose.json": "musepose", "unianimate.json": "unianimate"}
-    for name in os.listdir(folder):
-        workflow = json.load(open(os.path.join(folder, name)))
+    for name in WORKFLOWS:
+        workflow = json.load(open(os.path.join(EXAMPLES, name)))
         types = {n["type"] for n in workflow["nodes"]}
         nodes = {n["type"]: n for n in workflow["nodes"]}
         if name == "magicanimate.json":
@@ -97,7 +115,7 @@ READABLE_ZOOM = 0.7
 CANVAS = (64, 78, 1600, 1000)
 
 
-@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(ROOT, "example_workflows"))))
+@pytest.mark.parametrize("name", WORKFLOWS)
 def test_example_workflows_open_readable_with_every_node_in_view(name):
     workflow = json.load(open(os.path.join(ROOT, "example_workflows", name)))
     ds = workflow["extra"]["ds"]
@@ -116,7 +134,7 @@ def test_example_workflows_open_readable_with_every_node_in_view(name):
 BADGE = 20
 
 
-@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(ROOT, "example_workflows"))))
+@pytest.mark.parametrize("name", WORKFLOWS)
 def test_example_workflows_nodes_do_not_overlap(name):
     workflow = json.load(open(os.path.join(ROOT, "example_workflows", name)))
     boxes = []
@@ -130,7 +148,7 @@ def test_example_workflows_nodes_do_not_overlap(name):
                 f"{name}: {a['type']} (id {a['id']}) and {b['type']} (id {b['id']}) overlap"
 
 
-@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(ROOT, "example_workflows"))))
+@pytest.mark.parametrize("name", WORKFLOWS)
 def test_example_workflows_links_match_the_slots_and_name_the_registry_id(name):
     """The frontend checks each link against the slots it joins (a mismatch is 'repaired' with an error
     in the browser console); cnr_id is how the frontend and the Manager find the pack of a missing

@@ -1,13 +1,14 @@
 """Screenshot a workflow in a running ComfyUI with headless Chromium (a developer tool).
 
-    python tools/screenshot.py WORKFLOW.json OUT.png [--url http://127.0.0.1:8188] [--node TYPE | --fit]
+    python tools/screenshot.py WORKFLOW.json OUT.png [--url http://127.0.0.1:8188] [--node TYPE | --fit [--crop]]
 
 Opens the ComfyUI page in a fresh browser profile, loads WORKFLOW.json into the canvas with the
 page's ``app.loadGraphData``, waits for it to draw and saves a PNG: the whole window (``--fit``:
-zoomed to show every node) or, with ``--node``, the first node of that type. Prints the page's
-errors and failed requests, so a frontend extension that failed to load shows up, and exits with
-status 1 after saving when a node type of the workflow is not registered in that ComfyUI (the
-frontend's "Some Nodes Are Missing" case).
+zoomed to show every node; with ``--crop``, only the nodes and groups, as for a template thumbnail)
+or, with ``--node``, the first node of that type. Prints the page's errors and failed requests, so a
+frontend extension that failed to load shows up, and exits with status 1 after saving when a node
+type of the workflow is not registered in that ComfyUI (the frontend's "Some Nodes Are Missing"
+case).
 
 It loads the workflow only once the page has finished ComfyUI's setup (``window.app`` is set after
 the node definitions from /object_info are registered): the app's graph and canvas exist before
@@ -40,16 +41,17 @@ LOAD = """async ([workflow, nodeType, name]) => {
 MISSING = """(workflow) => [...new Set(workflow.nodes.map((n) => n.type))]
   .filter((type) => !(type in window.LiteGraph.registered_node_types))"""
 
-# Centres the nodes (all, with their groups, or the first of a type) below the menu bars, zoomed to fit
-# (at most `zoom`), and returns their rectangle on the page, title bars included.
-FOCUS = """([nodeType, zoom, margin]) => {
+# Centres the nodes (all, with their groups, or the first of a type) below the menu bars and above
+# `bottom` free pixels, zoomed to fit (at most `zoom`), and returns their rectangle on the page, title
+# bars included.
+FOCUS = """([nodeType, zoom, margin, bottom]) => {
   const app = %s, title = window.LiteGraph?.NODE_TITLE_HEIGHT ?? 30, bars = 90;
   const nodes = nodeType ? [app.graph.nodes.find((n) => n.type === nodeType)] : app.graph.nodes;
   const boxes = nodes.map((n) => [n.pos[0], n.pos[1] - title, n.size[0], n.size[1] + title]);
   if (!nodeType) boxes.push(...(app.graph.groups ?? []).map((g) => [g.pos[0], g.pos[1], g.size[0], g.size[1]]));
   const left = Math.min(...boxes.map((b) => b[0])), top = Math.min(...boxes.map((b) => b[1]));
   const w = Math.max(...boxes.map((b) => b[0] + b[2])) - left, h = Math.max(...boxes.map((b) => b[1] + b[3])) - top;
-  const ds = app.canvas.ds, box = app.canvas.canvas.getBoundingClientRect(), free = box.height - bars;
+  const ds = app.canvas.ds, box = app.canvas.canvas.getBoundingClientRect(), free = box.height - bars - bottom;
   ds.scale = Math.min(zoom, (0.96 * box.width) / w, (0.96 * free) / h);
   ds.offset = [box.width / 2 / ds.scale - left - w / 2, (bars + free / 2) / ds.scale - top - h / 2];
   app.canvas.setDirty(true, true);
@@ -81,12 +83,15 @@ def main(argv=None):
     p.add_argument("--node", help="only this node type, e.g. PoseAnimateContextWindows")
     p.add_argument("--fit", action="store_true",
                    help="zoom and centre the canvas on all nodes (else the workflow's own view)")
+    p.add_argument("--crop", action="store_true", help="with --fit, save only the nodes and groups, not the window")
     p.add_argument("--zoom", type=float, default=1.5,
                    help="largest canvas zoom with --node or --fit (default %(default)s)")
     p.add_argument("--size", default="1600x1000", help="window size WxH (default %(default)s)")
     p.add_argument("--wait", type=float, default=2.0, help="seconds to wait after loading (default %(default)s)")
     p.add_argument("--chromium", default="/usr/bin/chromium", help="browser executable (default %(default)s)")
     args = p.parse_args(argv)
+    if args.crop and not args.fit:
+        p.error("--crop needs --fit")
 
     try:
         from playwright.sync_api import sync_playwright
@@ -122,8 +127,9 @@ def main(argv=None):
         page.wait_for_timeout(args.wait * 1000)
         clip = None
         if args.node or args.fit:
-            rect = page.evaluate(FOCUS, [args.node, args.zoom, 12])
-            clip = rect if args.node else None
+            # --crop keeps the nodes clear of the canvas toolbar (zoom, fit view) at the bottom right
+            rect = page.evaluate(FOCUS, [args.node, args.zoom, 12, 70 if args.crop else 0])
+            clip = rect if args.node or args.crop else None
             page.wait_for_timeout(500)
         shown = page.evaluate(f"{APP}.graph.nodes.length")
         if shown != len(workflow["nodes"]):
