@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..models.loading import READ_ERRORS, first_line, default_device, device_problem, get_dtype, unreadable_reason
+from ..models.loading import READ_ERRORS, first_line, get_device, get_dtype, unreadable_reason
 from ..sampling.engine import VAE_SCALE
 from .pipeline import JobError
 
@@ -20,17 +20,10 @@ CLIP_SIZE = 224
 
 
 def torch_settings(device, dtype):
-    if device in (None, "auto"):
-        device = default_device()
-    else:
-        try:
-            device = torch.device(device)
-        except (RuntimeError, TypeError) as e:
-            raise JobError(f"--device {device} is not a device torch knows ({e}); use cpu, cuda or cuda:N") from e
-        problem = device_problem(device)
-        if problem:
-            problem = problem.replace("('cpu')", "(--device cpu)")
-            raise JobError(f"--device {device}: {problem}")
+    try:
+        device = get_device(device, option="--device")
+    except ValueError as e:
+        raise JobError(str(e)) from e
     return device, get_dtype(dtype, device)
 
 

@@ -379,19 +379,27 @@ def device_problem(device):
     return None
 
 
-def get_device(device=None):
+def get_device(device=None, option=None):
     """A torch.device from a name or torch.device; None or "auto": CUDA when available, else the CPU.
-    Raises ValueError when torch does not know it or cannot use it here."""
+    Raises ValueError when torch does not know it or cannot use it here; ``option`` (e.g. ``--device``):
+    the command-line option the messages name instead of the argument."""
     if device is None or device == "auto":
         return default_device()
+
+    def named(value):
+        return f"{option} {value}" if option else f"device {str(value)!r}"
+
     try:
-        device = torch.device(device)
+        parsed = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device {device!r} is not a device torch knows ({e}); use 'cpu', 'cuda' or 'cuda:N'") from e
-    problem = device_problem(device)
+        choices = "cpu, cuda or cuda:N" if option else "'cpu', 'cuda' or 'cuda:N'"
+        raise ValueError(f"{named(device)} is not a device torch knows ({e}); use {choices}") from e
+    problem = device_problem(parsed)
     if problem:
-        raise ValueError(f"device {str(device)!r}: {problem}")
-    return device
+        if option:
+            problem = problem.replace("('cpu')", f"({option} cpu)")
+        raise ValueError(f"{named(parsed)}: {problem}")
+    return parsed
 
 
 def get_dtype(dtype, device):
