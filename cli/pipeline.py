@@ -537,8 +537,7 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
 
         from ..models.loading import load_models
         from ..sampling.context import count_unet_passes
-        from ..sampling.families import context_settings, get_family, scheduler_settings
-        from ..sampling.schedulers import timesteps
+        from ..sampling.families import context_settings, get_family, timestep_count
         from ..sampling.engine import animate
         net_folder = networks or os.path.join(root, dl.networks_dir(variant))
         log.info("loading the networks from %s (%s, %s)", net_folder, device, dtype)
@@ -567,10 +566,8 @@ def animate_video(character, driving, output=None, *, models=None, comfyui=None,
         count = pose_images.shape[0]
         scheduler = {k: v for k, v in (("sampler", sampler), ("beta_schedule", beta_schedule)) if v is not None}
         log.info("animating %d frames at %dx%d, %d steps, cfg %s, seed %d", count, width, height, steps, cfg, seed)
-        settings = scheduler_settings(family, scheduler)
-        runs = len(timesteps({k: v for k, v in settings.items() if k != "sampler"}, steps,
-                             settings.get("sampler", "ddim")))  # UniAnimate's 30 steps run 31 timesteps
-        windows = count_unet_passes(count, context_settings(family, context), runs, guidance=False)
+        windows = count_unet_passes(count, context_settings(family, context), timestep_count(family, scheduler, steps),
+                                    guidance=False)
         with contextlib.ExitStack() as stack, _bar(progress, total=windows, desc="denoising", unit="window") as bar:
             run = animate
             if workers:

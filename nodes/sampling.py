@@ -150,10 +150,11 @@ class Sampler(io.ComfyNode):
             raise common.PoseAnimateError(cls.NAME, "pose", f"it was encoded for {pose.family} models but 'models' "
                                           f"are {models.variant}.", "connect the pose input and the Sampler to the "
                                           "same Load Models node.")
+        scheduler = {"sampler": sampler} | ({} if beta_schedule == "auto" else {"beta_schedule": beta_schedule})
         if models.variant == unianimate.FAMILY:
             latents = unianimate.run_sampler(cls.NAME, models, reference, pose.images, frames=frames, seed=seed,
-                                             steps=steps, cfg=cfg, sampler=sampler, beta_schedule=beta_schedule,
-                                             context=context, progress=_progress, pose_temperature=pose_temperature)
+                                             steps=steps, cfg=cfg, scheduler=scheduler, context=context,
+                                             progress=_progress, pose_temperature=pose_temperature)
             return io.NodeOutput({"samples": latents / VAE_SCALE})
         if getattr(reference, "family", None) == unianimate.FAMILY:
             raise common.PoseAnimateError(cls.NAME, "reference", "it was encoded for UniAnimate models but 'models' "
@@ -165,7 +166,6 @@ class Sampler(io.ComfyNode):
                                           f"latent is from a {reference.latent_width * 8}x"
                                           f"{reference.latent_height * 8} image.", "scale the character image "
                                           "(ImageScale) and render the poses to the same width and height.")
-        scheduler = {"sampler": sampler} | ({} if beta_schedule == "auto" else {"beta_schedule": beta_schedule})
         previewer = latent_preview.get_previewer(models.load_device, comfy.latent_formats.SD15())
         if models.family == magicanimate.FAMILY:
             opts = context_settings(models.family, context)

@@ -18,8 +18,7 @@ from comfy.model_patcher import ModelPatcher
 from ..models.loading import CheckpointError
 from ..models.unianimate import DOWNLOAD, build_unianimate, find_unianimate_file, set_attention_fn
 from ..sampling.engine import VAE_SCALE
-from ..sampling.families import context_settings, scheduler_settings
-from ..sampling.schedulers import timesteps
+from ..sampling.families import context_settings, timestep_count
 from ..sampling.unianimate import FAMILY, sample, starting_latents
 from . import common
 
@@ -119,8 +118,8 @@ def encode_reference(node, models, samples, clip_vision_output, conditioning, re
                                latent_width=w)
 
 
-def run_sampler(node, models, reference, pose_images, *, frames, seed, steps, cfg, sampler, beta_schedule, context,
-                progress, pose_temperature=0.0):
+def run_sampler(node, models, reference, pose_images, *, frames, seed, steps, cfg, scheduler, context, progress,
+                pose_temperature=0.0):
     """The Sampler for UniAnimate: returns latents ``[F, 4, h, w]`` (x 0.18215)."""
     if getattr(reference, "family", None) != FAMILY:
         raise common.PoseAnimateError(node, "reference", "it was not encoded for UniAnimate models.",
@@ -131,10 +130,8 @@ def run_sampler(node, models, reference, pose_images, *, frames, seed, steps, cf
                                       f"{pose_images.shape[1]} but the reference latent is from a {8 * w}x{8 * h} "
                                       "image.", "render the poses at the character image's (scaled) size.")
     opts = context_settings(FAMILY, context)
-    scheduler = {"sampler": sampler} | ({} if beta_schedule == "auto" else {"beta_schedule": beta_schedule})
     noise = starting_latents((frames, 4, h, w), seed, reference.latents, context=opts, scheduler=scheduler)
-    runs = len(timesteps({k: v for k, v in scheduler_settings(FAMILY, scheduler).items() if k != "sampler"},
-                         steps, sampler))
+    runs = timestep_count(FAMILY, scheduler, steps)
     rows = opts.window_batch * (min(opts.length, frames) + 1) * (2 if cfg > 1 else 1)
     memory = rows * h * w * mm.dtype_size(models.compute_dtype) * 0.01 * 1024 * 1024
     unet = common.on_device(models.unet, memory_required=memory)

@@ -56,6 +56,16 @@ def scheduler_settings(name, scheduler=None):
     return {**get_family(name).scheduler, **dict(scheduler or {})}
 
 
+def timestep_count(name, scheduler, steps):
+    """How many timesteps the family's sampler runs for ``steps`` (``timestep_spacing="stride"``, UniAnimate's,
+    runs one more)."""
+    from .schedulers import timesteps
+
+    settings = scheduler_settings(name, scheduler)
+    sampler = settings.pop("sampler", "ddim")
+    return len(timesteps(settings, steps, sampler))
+
+
 def context_settings(name, context=None):
     """The family's context-window defaults with the caller's options on top (dict or ContextOptions)."""
     from .context import ContextOptions
