@@ -166,13 +166,19 @@ def models_dir(models=None, comfyui=None):
     return os.path.abspath(os.path.expanduser(models)) if models else default_models_dir()
 
 
+def located(root, f):
+    """The path of ``f`` in ``root``: under its own name, else the first of its alternatives present; None
+    when neither is there."""
+    folder = os.path.join(root, os.path.dirname(f.dest))
+    for name in (os.path.basename(f.dest), *f.alternatives):
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    return None
+
+
 def missing(root, files):
     """The files not in ``root`` (under their own name or one of their alternatives)."""
-    def present(f):
-        folder = os.path.join(root, os.path.dirname(f.dest))
-        return any(os.path.isfile(os.path.join(folder, n)) for n in (os.path.basename(f.dest), *f.alternatives))
-
-    return [f for f in files if not present(f)]
+    return [f for f in files if located(root, f) is None]
 
 
 def _proxy_configured():
@@ -207,15 +213,6 @@ def network_errors():
 
 class DownloadError(RuntimeError):
     """Some files could not be downloaded; the message lists every URL and where it goes."""
-
-
-def located(root, f):
-    """The path of ``f`` in ``root``: under its own name, else the first of its alternatives present."""
-    folder = os.path.join(root, os.path.dirname(f.dest))
-    for name in (os.path.basename(f.dest), *f.alternatives):
-        if os.path.isfile(os.path.join(folder, name)):
-            return os.path.join(folder, name)
-    return os.path.join(root, f.dest)
 
 
 def manual_instructions(root, files):
