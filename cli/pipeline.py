@@ -423,7 +423,8 @@ def _conditioning(family, image, width, height, root, device, dtype, cache):
         vae_path = dl.located(root, dl.UNIANIMATE["vae"][0])
         clip_path = dl.located(root, dl.UNIANIMATE["clip_vision"][0])
         vae = _cached(cache, "vae", (vae_path, device, dtype), lambda: gen.load_checkpoint_vae(vae_path, device, dtype))
-        clip = _cached(cache, "open_clip", (clip_path, device, dtype), lambda: gen.load_open_clip(clip_path, device, dtype))
+        clip = _cached(cache, "open_clip", (clip_path, device, dtype),
+                       lambda: gen.load_open_clip(clip_path, device, dtype))
         inputs = gen.unianimate_conditioning(image, width, height, vae, clip)
         return vae, inputs, inputs["image_embeds"], f"OpenCLIP in {clip_path}"
     vae_dir = os.path.join(root, dl.VAE_DIR)

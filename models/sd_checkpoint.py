@@ -161,7 +161,8 @@ def vae_to_diffusers(sd):
         if ".mid_block.attentions." in new and new.endswith(".weight") and value.ndim == 4:
             value = value[:, :, 0, 0]
         out[new] = value
-    config = dict(in_channels=vae["encoder.conv_in.weight"].shape[1], out_channels=vae["decoder.conv_out.weight"].shape[0],
+    config = dict(in_channels=vae["encoder.conv_in.weight"].shape[1],
+                  out_channels=vae["decoder.conv_out.weight"].shape[0],
                   down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
                   block_out_channels=tuple(widths), layers_per_block=layers,
                   latent_channels=vae["post_quant_conv.weight"].shape[1], scaling_factor=0.18215)
