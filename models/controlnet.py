@@ -11,7 +11,7 @@ plus one for the mid block's output. Tensors are per frame: ``[frames, C, H, W]`
 import torch
 
 from .pose_guider import PoseGuider
-from .unet import AttentionState, Block, TimestepEmbedding, UNetConfig, timestep_embedding
+from .unet import AttentionState, Block, TimestepEmbedding, UNetConfig, down_blocks, timestep_embedding
 
 
 class ControlNet(torch.nn.Module):
@@ -22,7 +22,6 @@ class ControlNet(torch.nn.Module):
         self.bgr = bgr
         kw = dict(dtype=dtype, device=device, operations=operations)
         ch = cfg.block_out_channels
-        n = len(ch)
         self.conv_in = operations.Conv2d(cfg.in_channels, ch[0], 3, padding=1, dtype=dtype, device=device)
         self.time_embedding = TimestepEmbedding(ch[0], ch[0] * 4, **kw)
         self.controlnet_cond_embedding = PoseGuider(cond_channels, ch[0], cond_in, **kw)
@@ -30,15 +29,8 @@ class ControlNet(torch.nn.Module):
         def zero_conv(c):
             return operations.Conv2d(c, c, 1, dtype=dtype, device=device)
 
-        self.down_blocks = torch.nn.ModuleList()
-        self.controlnet_down_blocks = torch.nn.ModuleList([zero_conv(ch[0])])
-        index = 0
-        for i in range(n):
-            resnets = [ch[max(i - 1, 0)]] + [ch[i]] * (cfg.layers_per_block - 1)
-            block = Block(resnets, ch[i], cfg, cfg.attention_blocks[i], index, down=i < n - 1, **kw)
-            index += block.num_attentions()
-            self.down_blocks.append(block)
-            self.controlnet_down_blocks.extend(zero_conv(ch[i]) for _ in range(cfg.layers_per_block + (i < n - 1)))
+        self.down_blocks, index, skip_channels = down_blocks(cfg, **kw)
+        self.controlnet_down_blocks = torch.nn.ModuleList(zero_conv(c) for c in skip_channels)
         self.mid_block = Block([ch[-1], ch[-1]], ch[-1], cfg, True, index, mid=True, **kw)
         self.controlnet_mid_block = zero_conv(ch[-1])
 

@@ -255,6 +255,23 @@ class Block(torch.nn.Module):
         return x
 
 
+def down_blocks(cfg: UNetConfig, **kw):
+    """The encoder half of an SD1.5-layout UNet (shared with the ControlNet): ``(blocks, how many attention
+    blocks they hold, the channels of every skip connection in order, conv_in's first)``."""
+    ch = cfg.block_out_channels
+    n = len(ch)
+    index = 0
+    skip_channels = [ch[0]]
+    blocks = torch.nn.ModuleList()
+    for i in range(n):
+        resnets = [ch[max(i - 1, 0)]] + [ch[i]] * (cfg.layers_per_block - 1)
+        block = Block(resnets, ch[i], cfg, cfg.attention_blocks[i], index, down=i < n - 1, **kw)
+        index += block.num_attentions()
+        skip_channels += [ch[i]] * (cfg.layers_per_block + (i < n - 1))
+        blocks.append(block)
+    return blocks, index, skip_channels
+
+
 class UNet(torch.nn.Module):
     def __init__(self, cfg: UNetConfig, *, dtype=None, device=None, operations=torch.nn):
         super().__init__()
@@ -264,17 +281,7 @@ class UNet(torch.nn.Module):
         n = len(ch)
         self.conv_in = operations.Conv2d(cfg.in_channels, ch[0], 3, padding=1, dtype=dtype, device=device)
         self.time_embedding = TimestepEmbedding(ch[0], ch[0] * 4, **kw)
-
-        index = 0
-        skip_channels = [ch[0]]
-        self.down_blocks = torch.nn.ModuleList()
-        for i in range(n):
-            cin = ch[max(i - 1, 0)]
-            resnets = [cin] + [ch[i]] * (cfg.layers_per_block - 1)
-            block = Block(resnets, ch[i], cfg, cfg.attention_blocks[i], index, down=i < n - 1, **kw)
-            index += block.num_attentions()
-            skip_channels += [ch[i]] * (cfg.layers_per_block + (i < n - 1))
-            self.down_blocks.append(block)
+        self.down_blocks, index, skip_channels = down_blocks(cfg, **kw)
 
         # Block indices follow the reference implementation's module order (down, up, mid), so
         # ReferenceNet block i feeds denoising block i.
