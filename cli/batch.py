@@ -25,6 +25,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from . import _positive_int
+
 MANIFEST = "manifest.json"
 TMP_DIR = ".batch-tmp"
 PATH_FIELDS = ("character", "driving", "output")
@@ -97,13 +99,6 @@ def add_arguments(p):
             target = p.add_argument_group(f"animate options for every row ({group.title})")
             for action in actions:
                 target._add_action(action)
-
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------- jobs file
