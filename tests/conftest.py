@@ -1,7 +1,9 @@
+import contextlib
 import os
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 MOORE_TINY = os.path.join(DATA, "parity", "moore-tiny")
@@ -23,6 +25,36 @@ def tiny_models():
     import poseanimate
 
     return poseanimate.load_models(MOORE_TINY, device="cpu", dtype=torch.float32)
+
+
+@contextlib.contextmanager
+def animate_anyone_folder(root):
+    """ComfyUI's ``animate_anyone`` models folder is ``root`` inside the block (needs ComfyUI imported)."""
+    import folder_paths
+
+    saved = folder_paths.folder_names_and_paths["animate_anyone"]
+    folder_paths.folder_names_and_paths["animate_anyone"] = ([str(root)], saved[1])
+    try:
+        yield root
+    finally:
+        folder_paths.folder_names_and_paths["animate_anyone"] = saved
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest tensor every operation produces and how often each operation ran."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest, self.ops = 0, {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = str(func.overloadpacket)
+        self.ops[name] = self.ops.get(name, 0) + 1
+        for o in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(o, torch.Tensor):
+                self.largest = max(self.largest, o.numel())
+        return out
 
 
 def read_rgb(path):

@@ -128,19 +128,25 @@ def test_a_dropped_connection_is_a_download_error(client, tmp_path, monkeypatch)
     assert str(tmp_path / "dwpose") in str(e.value) and "dw-ll_ucoco_384.onnx" in str(e.value)
 
 
-def test_download_magicanimate_layout(tmp_path):
-    server = fx.FakeHub(hub_files("magicanimate"))
+def download_variant(variant, tmp_path):
+    """``poseanimate download --variant VARIANT`` into ``tmp_path/models`` from a fake Hub holding its files:
+    the finished process and the Hub's files."""
+    server = fx.FakeHub(hub_files(variant))
     try:
-        r = run(["--variant", "magicanimate", "--dest", tmp_path / "models"], tmp_path, server.endpoint)
+        return run(["--variant", variant, "--dest", tmp_path / "models"], tmp_path, server.endpoint), server.files
     finally:
         server.close()
+
+
+def test_download_magicanimate_layout(tmp_path):
+    r, files = download_variant("magicanimate", tmp_path)
     assert r.returncode == 0, r.stderr
     root = tmp_path / "models"
     assert sorted(os.listdir(root)) == ["animate_anyone", "densepose", "text_encoders", "vae"]
     assert sorted(os.listdir(root / "animate_anyone" / "magicanimate")) == [
         "appearance_encoder", "densepose_controlnet", "temporal_attention", "unet"]
     assert (root / "animate_anyone/magicanimate/temporal_attention/temporal_attention.ckpt").read_bytes() == \
-        server.files["zcxu-eric/MagicAnimate/temporal_attention/temporal_attention.ckpt"]
+        files["zcxu-eric/MagicAnimate/temporal_attention/temporal_attention.ckpt"]
     assert (root / "animate_anyone/magicanimate/unet/diffusion_pytorch_model.safetensors").is_file()
     encoder = root / "text_encoders" / "stable-diffusion-v1-5"
     assert sorted(os.listdir(encoder)) == ["config.json", "model.safetensors", "tokenizer"]
@@ -149,11 +155,7 @@ def test_download_magicanimate_layout(tmp_path):
 
 
 def test_unianimate_download_puts_each_file_where_its_loader_looks(tmp_path):
-    server = fx.FakeHub(hub_files("unianimate"))
-    try:
-        r = run(["--variant", "unianimate", "--dest", tmp_path / "models"], tmp_path, server.endpoint)
-    finally:
-        server.close()
+    r, _ = download_variant("unianimate", tmp_path)
     assert r.returncode == 0, r.stderr
     root = tmp_path / "models"
     for path in ("animate_anyone/unianimate/unianimate_16f_32f_non_ema_223000.pth",

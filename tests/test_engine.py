@@ -8,10 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import poseanimate
-from conftest import MOORE_TINY
+from conftest import MOORE_TINY, LargestTensor
 from poseanimate.models.loading import CheckpointError, read_state_dict
 from poseanimate.models.unet import AttentionState, UNet, UNetConfig
 from poseanimate.sampling.animate_anyone import encode_reference
@@ -191,23 +190,6 @@ def test_unsafe_pickles_are_refused(tmp_path):
 # ------------------------------------------------------------------------------------------ memory
 
 
-class _Largest(TorchDispatchMode):
-    """Records the largest tensor every operation produces and the attention kernels called."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest, self.ops = 0, {}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        name = str(func.overloadpacket)
-        self.ops[name] = self.ops.get(name, 0) + 1
-        for o in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(o, torch.Tensor):
-                self.largest = max(self.largest, o.numel())
-        return out
-
-
 def test_full_size_window_never_builds_an_attention_matrix():
     """SD1.5 widths, a 24-frame window at 512x768 with guidance (48 rows), traced with fake tensors:
     every attention is a fused kernel and no tensor reaches the size of one attention matrix."""
@@ -219,7 +201,7 @@ def test_full_size_window_never_builds_an_attention_matrix():
         context = torch.randn(48, 1, cfg.cross_attention_dim)
         features = encode_reference(reference, torch.randn(1, 4, 96, 64), torch.randn(1, 768))
         kv = unet.reference_keys_values(features.tokens)
-        with _Largest() as spy:
+        with LargestTensor() as spy:
             out = unet(latents, torch.tensor(999), context, AttentionState(frames=24, reference=kv, plain_rows=1),
                        pose=torch.randn(48, 320, 96, 64))
     assert out.shape == (48, 4, 96, 64)

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import poseanimate
-from conftest import DATA, MOORE_TINY, read_rgb
+from conftest import DATA, MOORE_TINY, animate_anyone_folder, read_rgb
 
 CHAIN_TOLERANCE = 1e-4  # node chain vs poseanimate.animate: ComfyUI's attention kernel against SDPA, float32
 FIXED_NAMES = {
@@ -64,14 +64,10 @@ def inputs():
 @pytest.fixture(scope="module")
 def model_root(N, tmp_path_factory):
     """models/animate_anyone with the moore-tiny parity networks in it, for this module."""
-    import folder_paths
-
     root = tmp_path_factory.mktemp("animate_anyone")
     os.symlink(MOORE_TINY, root / "moore-tiny")
-    saved = folder_paths.folder_names_and_paths["animate_anyone"]
-    folder_paths.folder_names_and_paths["animate_anyone"] = ([str(root)], saved[1])
-    yield root
-    folder_paths.folder_names_and_paths["animate_anyone"] = saved
+    with animate_anyone_folder(root):
+        yield root
 
 
 @pytest.fixture(scope="module")

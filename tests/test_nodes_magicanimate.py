@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import poseanimate
+from conftest import animate_anyone_folder
 from test_nodes import N, inputs, loaded, model_root, run  # noqa: F401  (fixtures)
 from tiny_models import write_magicanimate_folder
 
@@ -17,14 +18,10 @@ BACKGROUND = torch.tensor([68, 1, 84]) / 255  # viridis(0): the DensePose render
 
 @pytest.fixture(scope="module")
 def ma_root(N, tmp_path_factory):
-    import folder_paths
-
     root = tmp_path_factory.mktemp("animate_anyone")
     write_magicanimate_folder(str(root / "magicanimate"), cross_attention_dim=32, seed=1)
-    saved = folder_paths.folder_names_and_paths["animate_anyone"]
-    folder_paths.folder_names_and_paths["animate_anyone"] = ([str(root)], saved[1])
-    yield root
-    folder_paths.folder_names_and_paths["animate_anyone"] = saved
+    with animate_anyone_folder(root):
+        yield root
 
 
 @pytest.fixture(scope="module")

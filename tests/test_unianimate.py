@@ -13,10 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import poseanimate
 import tiny_models
+from conftest import LargestTensor
 from poseanimate.models.loading import CheckpointError, read_state_dict
 from poseanimate.models.unianimate import UniAnimateConfig, UniAnimateUNet, load_unianimate
 from poseanimate.sampling import schedulers as S
@@ -128,21 +128,6 @@ def test_damaged_files_are_named_with_what_is_wrong(tmp_path):
         load_unianimate(empty, device="cpu")
 
 
-class _Largest(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.largest, self.ops = 0, {}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        name = str(func.overloadpacket)
-        self.ops[name] = self.ops.get(name, 0) + 1
-        for o in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(o, torch.Tensor):
-                self.largest = max(self.largest, o.numel())
-        return out
-
-
 def test_full_size_32_frames_never_build_an_attention_matrix():
     """The released widths, 32 frames at 512x768 with guidance (2 samples of 1 + 32 frames), traced with
     fake tensors: every attention is a fused kernel and no tensor reaches half the attention matrix of
@@ -151,7 +136,7 @@ def test_full_size_32_frames_never_build_an_attention_matrix():
     with FakeTensorMode():
         unet = UniAnimateUNet(UniAnimateConfig())
         x = torch.randn(2, 32, 4, 96, 64)
-        with _Largest() as spy:
+        with LargestTensor() as spy:
             pose = unet.embed_pose(torch.rand(32, 3, 768, 512))
             reference = unet.embed_reference(torch.randn(1, 4, 96, 64), torch.rand(1, 3, 768, 512))
             tokens = unet.image_tokens(torch.randn(1, 1024))

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import poseanimate
+from conftest import animate_anyone_folder
 from test_unianimate import UA_SHARED, UA_SHARED_UNET
 
 CHAIN_TOLERANCE = 1e-4  # ComfyUI's attention kernel against SDPA, float32
@@ -22,16 +23,11 @@ CHAIN_TOLERANCE = 1e-4  # ComfyUI's attention kernel against SDPA, float32
 def N(comfy):
     if not os.path.isfile(UA_SHARED_UNET):
         pytest.skip(f"the ua-shared parity fixture is not at {UA_SHARED}")
-    import folder_paths
-
     from poseanimate.nodes import common, extension, models, sampling
 
     asyncio.run(extension.PoseAnimateExtension().get_node_list())
-    saved = folder_paths.folder_names_and_paths["animate_anyone"]
-    root = os.path.dirname(os.path.abspath(UA_SHARED))
-    folder_paths.folder_names_and_paths["animate_anyone"] = ([root], saved[1])
-    yield SimpleNamespace(common=common, models=models, sampling=sampling)
-    folder_paths.folder_names_and_paths["animate_anyone"] = saved
+    with animate_anyone_folder(os.path.dirname(os.path.abspath(UA_SHARED))):
+        yield SimpleNamespace(common=common, models=models, sampling=sampling)
 
 
 def _png(name):
